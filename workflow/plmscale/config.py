@@ -1,0 +1,180 @@
+"""The study's configuration as frozen dataclasses, and the training grid it defines.
+
+The YAML is first checked against ``config/schema.yaml`` (JSON Schema draft 2020-12: unknown keys,
+types, ranges); :func:`load_study` then checks what a schema cannot (shapes that exist, heads that divide
+the width, budgets that buy enough steps) and raises ``ValueError`` naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from plmscale.flops import ModelShape, n_params_non_embedding, steps_for_budget, tokens_for_budget
+from plmscale.split import check_fractions
+from plmscale.tokens import VOCAB_SIZE
+
+OBJECTIVES = ("clm", "mlm")
+
+
+def flops_label(flops: float) -> str:
+    """A compact, path-safe label of a FLOP budget: 3e+11 -> '3e11', 2.5e12 -> '2.5e12'."""
+    exponent = math.floor(math.log10(flops))
+    mantissa = round(flops / 10**exponent, 6)
+    if mantissa >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
+    text = f"{mantissa:g}"
+    return f"{text}e{exponent}"
+
+
+@dataclass(frozen=True)
+class ScalingPoint:
+    """One training run of the grid."""
+
+    objective: str
+    flops: float
+    shape_name: str
+    shape: ModelShape
+    n_params: int  # non-embedding parameters N
+    num_tokens: float  # D = C / (6 N)
+    num_steps: int
+
+    @property
+    def budget(self) -> str:
+        return flops_label(self.flops)
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.objective}/{self.budget}/{self.shape_name}"
+
+
+@dataclass(frozen=True)
+class Study:
+    objectives: tuple[str, ...]
+    shapes: Mapping[str, ModelShape]
+    budgets: tuple[tuple[float, tuple[str, ...]], ...]
+    context: int
+    batch_rows: int
+    min_steps: int
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.context * self.batch_rows
+
+    def points(self) -> list[ScalingPoint]:
+        out = []
+        for objective in self.objectives:
+            for flops, names in self.budgets:
+                for name in names:
+                    shape = self.shapes[name]
+                    n = n_params_non_embedding(shape, VOCAB_SIZE)
+                    out.append(
+                        ScalingPoint(
+                            objective=objective,
+                            flops=flops,
+                            shape_name=name,
+                            shape=shape,
+                            n_params=n,
+                            num_tokens=tokens_for_budget(flops, n),
+                            num_steps=steps_for_budget(flops, n, self.tokens_per_step),
+                        )
+                    )
+        return out
+
+    def point(self, objective: str, budget: str, shape_name: str) -> ScalingPoint:
+        for p in self.points():
+            if (p.objective, p.budget, p.shape_name) == (objective, budget, shape_name):
+                return p
+        raise KeyError(f"no scaling point {objective}/{budget}/{shape_name} in the grid")
+
+
+def load_study(config: Mapping[str, Any]) -> Study:
+    """Build the grid from a schema-valid config and check that it can be trained."""
+    grid, train = config["grid"], config["train"]
+    shapes: dict[str, ModelShape] = {}
+    for name, spec in grid["shapes"].items():
+        try:
+            shapes[name] = ModelShape(layers=spec["layers"], width=spec["width"], heads=spec["heads"])
+        except ValueError as err:
+            raise ValueError(f"grid.shapes.{name}: {err}") from None
+    objectives = tuple(grid["objectives"])
+    for objective in objectives:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"grid.objectives: {objective!r} is not one of {OBJECTIVES}")
+    budgets = []
+    seen_labels: set[str] = set()
+    for i, budget in enumerate(grid["budgets"]):
+        flops = float(budget["flops"])
+        label = flops_label(flops)
+        if label in seen_labels:
+            raise ValueError(f"grid.budgets[{i}]: budget {flops:g} FLOPs is listed twice; merge the entries")
+        seen_labels.add(label)
+        for name in budget["shapes"]:
+            if name not in shapes:
+                raise ValueError(
+                    f"grid.budgets[{i}] (flops {flops:g}) names shape {name!r}, which is not defined in "
+                    f"grid.shapes; allowed: {sorted(shapes)}"
+                )
+        if len(set(budget["shapes"])) != len(budget["shapes"]):
+            raise ValueError(f"grid.budgets[{i}] (flops {flops:g}) lists a shape twice: {budget['shapes']}")
+        budgets.append((flops, tuple(budget["shapes"])))
+    study = Study(
+        objectives=objectives,
+        shapes=shapes,
+        budgets=tuple(budgets),
+        context=int(train["context"]),
+        batch_rows=int(train["batch_rows"]),
+        min_steps=int(train["min_steps"]),
+    )
+    for point in study.points():
+        if point.num_steps < study.min_steps:
+            raise ValueError(
+                f"impossible grid point {point.run_id}: budget {point.flops:g} FLOPs buys D = C/(6N) = "
+                f"{point.num_tokens:,.0f} tokens for N = {point.n_params:,}, only {point.num_steps} steps of "
+                f"{study.tokens_per_step} tokens (train.min_steps = {study.min_steps}); raise the budget, "
+                "use a smaller shape, or lower train.batch_rows"
+            )
+    check_fractions(config["split"]["fractions"])
+    return study
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def validate_config(config: dict[str, Any], schema_path: str | Path) -> None:
+    """Validate against the JSON Schema (draft 2020-12), filling defaults; errors name the key path."""
+    import jsonschema
+
+    schema = read_yaml(schema_path)
+    validator_cls = jsonschema.validators.validator_for(schema)
+    validator = _with_defaults(validator_cls)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors:
+            where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+            lines.append(f"config key {where}: {err.message}")
+        raise ValueError("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+def _with_defaults(validator_cls):
+    """A validator that fills ``default`` values of object properties before validating them."""
+    import jsonschema
+
+    validate_properties = validator_cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = sub["default"]
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
