@@ -106,3 +106,66 @@ def run_clustering(
         if proc.returncode != 0:
             raise RuntimeError(f"mmseqs failed with exit code {proc.returncode}:\n{proc.stderr[-4000:]}")
         return parse_cluster_tsv(Path(f"{prefix}_cluster.tsv")), cmd
+
+
+def pool_sources(fastas: list[str | Path], sources: list[str], output: Path) -> dict[str, int]:
+    """Concatenate validated sources into one FASTA with IDs ``<source>:<id>`` (unique across sources)."""
+    from plmscale.fasta import read_fasta, write_fasta
+
+    if len(fastas) != len(sources):
+        raise ValueError(f"{len(fastas)} FASTA files for {len(sources)} sources")
+    counts: dict[str, int] = {}
+
+    def records():
+        for path, source in zip(fastas, sources, strict=True):
+            n = 0
+            for record in read_fasta(path):
+                n += 1
+                yield f"{source}:{record.id}", record.sequence
+            counts[source] = n
+
+    write_fasta(records(), output)
+    return counts
+
+
+def cluster_stage(
+    fasta: Path, table: Path, report: Path, *, mmseqs: str, method: str, min_seq_id: float, coverage: float,
+    cov_mode: int, threads: int,
+) -> dict:
+    """Cluster, check every input sequence is in exactly one cluster, write the table and a report."""
+    from plmscale.atomic import atomic_path, write_json_atomic
+    from plmscale.fasta import read_fasta
+
+    binary = find_mmseqs(mmseqs)
+    print(f"mmseqs: {binary.path} (from {binary.origin}), version {binary.version}")
+    member_to_rep, cmd = run_clustering(
+        fasta, binary=binary, method=method, min_seq_id=min_seq_id, coverage=coverage, cov_mode=cov_mode,
+        threads=threads,
+    )  # fmt: skip
+    ids = [r.id for r in read_fasta(fasta)]
+    missing = set(ids) - set(member_to_rep)
+    extra = set(member_to_rep) - set(ids)
+    if missing or extra:
+        raise RuntimeError(
+            f"mmseqs output does not cover the input exactly: {len(missing)} missing (e.g. "
+            f"{sorted(missing)[:3]}), {len(extra)} unknown (e.g. {sorted(extra)[:3]}); check the FASTA IDs"
+        )
+    with atomic_path(table) as tmp, open(tmp, "w") as out:
+        out.write("member\trepresentative\n")
+        for member in ids:
+            out.write(f"{member}\t{member_to_rep[member]}\n")
+    sizes = {}
+    for rep in member_to_rep.values():
+        sizes[rep] = sizes.get(rep, 0) + 1
+    summary = {
+        "mmseqs_path": binary.path,
+        "mmseqs_origin": binary.origin,
+        "mmseqs_version": binary.version,
+        "command": cmd,
+        "num_sequences": len(ids),
+        "num_clusters": len(sizes),
+        "largest_cluster": max(sizes.values()),
+        "singletons": sum(1 for v in sizes.values() if v == 1),
+    }
+    write_json_atomic(report, summary)
+    return summary

@@ -55,3 +55,42 @@ def assign(member_to_rep: Mapping[str, str], fractions: Mapping[str, float], see
             cache[rep] = split_of(rep, fractions, seed)
         out[member] = cache[rep]
     return out
+
+
+def split_stage(
+    fasta: str, clusters_tsv: str, out_fastas: dict[str, str], assignments_tsv: str, summary_json: str, *,
+    fractions: Mapping[str, float], seed: int,
+) -> dict:
+    """Write one FASTA per split, the member -> cluster -> split table and a size summary."""
+    from plmscale.atomic import atomic_path, write_json_atomic
+    from plmscale.fasta import read_fasta, write_fasta
+
+    member_to_rep: dict[str, str] = {}
+    with open(clusters_tsv) as handle:
+        header = handle.readline().rstrip("\n").split("\t")
+        if header != ["member", "representative"]:
+            raise ValueError(f"{clusters_tsv}: unexpected header {header}; re-run the cluster rule")
+        for line in handle:
+            member, rep = line.rstrip("\n").split("\t")
+            member_to_rep[member] = rep
+    split_of_member = assign(member_to_rep, fractions, seed)
+    records = list(read_fasta(fasta))
+    summary: dict[str, dict[str, int]] = {}
+    for name, path in out_fastas.items():
+        chosen = [(r.id, r.sequence) for r in records if split_of_member[r.id] == name]
+        write_fasta(chosen, path)
+        reps = {member_to_rep[i] for i, _ in chosen}
+        summary[name] = {
+            "sequences": len(chosen),
+            "clusters": len(reps),
+            "residues": sum(len(s) for _, s in chosen),
+        }
+    unexpected = {s for s in split_of_member.values()} - set(out_fastas)
+    assert not unexpected, f"members assigned to splits without output: {unexpected}"
+    with atomic_path(assignments_tsv) as tmp, open(tmp, "w") as out:
+        out.write("member\trepresentative\tsplit\n")
+        for r in records:
+            out.write(f"{r.id}\t{member_to_rep[r.id]}\t{split_of_member[r.id]}\n")
+    result = {"seed": seed, "fractions": dict(fractions), "splits": summary}
+    write_json_atomic(summary_json, result)
+    return result

@@ -1,0 +1,98 @@
+# Shared helpers: config validation at parse time, the training grid, paths and code digests.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # the package, also without `pip install`
+
+from plmscale.config import load_study, validate_config
+from plmscale.provenance import code_digest
+from plmscale.split import SPLITS
+
+validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+STUDY = load_study(config)
+POINTS = STUDY.points()
+SOURCES = sorted(config["sources"])
+ACTIVE_SPLITS = [s for s in SPLITS if config["split"]["fractions"].get(s, 0) > 0]
+SHARDS = range(config["tokenize"]["shards"])
+# Package code each stage runs: an edit to it reruns that stage (Snakemake tracks only scripts itself).
+CODE = {
+    "sources": code_digest("sources", "fasta", "atomic"),
+    "validate": code_digest("validate", "fasta", "atomic"),
+    "cluster": code_digest("mmseqs", "fasta", "atomic"),
+    "split": code_digest("split", "fasta", "atomic"),
+    "tokenize": code_digest("tokens", "fasta", "atomic"),
+    "train": code_digest("train", "model", "data", "tokens", "flops", "atomic"),
+    "evaluate": code_digest("evaluate", "train", "model", "data", "tokens"),
+    "fit": code_digest("fits", "fitting", "collect"),
+    "downstream": code_digest("downstream", "data", "tokens", "model"),
+    "plots": code_digest("plots"),
+}
+
+
+wildcard_constraints:
+    objective="clm|mlm",
+    budget=r"[0-9.]+e[0-9]+",
+    shape=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    source=r"[A-Za-z0-9_]+",
+    split="train|valid|test",
+    shard=r"[0-9]+",
+
+
+def source_fasta(wildcards):
+    spec = config["sources"][wildcards.source]
+    folder = "embedded" if spec["kind"] == "embedded" else "download"
+    return f"resources/{folder}/{wildcards.source}.fasta"
+
+
+def token_manifests(split):
+    return [f"results/tokens/{split}/shard{k}/manifest.json" for k in SHARDS]
+
+
+def token_files(split):
+    return [
+        f"results/tokens/{split}/shard{k}/{name}"
+        for k in SHARDS
+        for name in ("ids.npy", "offsets.npy", "manifest.json")
+    ]
+
+
+def run_dir(point):
+    return f"results/runs/{point.objective}/{point.budget}/{point.shape_name}"
+
+
+def run_file(point, name):
+    return f"{run_dir(point)}/{name}"
+
+
+def eval_file(point):
+    return f"results/eval/{point.objective}/{point.budget}/{point.shape_name}.json"
+
+
+def points_of(objective):
+    return [p for p in POINTS if p.objective == objective]
+
+
+def point_of(wildcards):
+    return STUDY.point(wildcards.objective, wildcards.budget, wildcards.shape)
+
+
+def shape_lr(wildcards):
+    return config["grid"]["shapes"][wildcards.shape].get("lr", config["train"]["lr"])
+
+
+def mask_ratio(wildcards):
+    return config["train"]["mlm"]["mask_ratio"] if wildcards.objective == "mlm" else 0.0
+
+
+FIGURES = ("isoflop", "optimal_allocation", "loss_vs_compute", "learning_curves")
+
+
+def final_outputs():
+    out = []
+    for objective in STUDY.objectives:
+        out.append(f"results/fits/{objective}.json")
+        out += [f"results/figures/{objective}_{fig}.{ext}" for fig in FIGURES for ext in ("png", "svg")]
+    if config["downstream"]["enabled"] and "mlm" in STUDY.objectives and "test" in ACTIVE_SPLITS:
+        out += ["results/downstream/accuracy.csv", "results/figures/downstream_accuracy.png"]
+    out.append("results/summary.json")
+    return out

@@ -1,0 +1,52 @@
+# Downstream (thin): membrane vs soluble localization, linear probe on each frozen MLM encoder.
+# Labels are computed proxies (Kyte-Doolittle hydropathy), not curated annotations; see README.
+
+
+rule localization_labels:
+    input:
+        valid="results/split/valid.fasta",
+        test="results/split/test.fasta",
+    output:
+        "results/downstream/labels.tsv",
+    params:
+        window=config["downstream"]["window"],
+        threshold=config["downstream"]["threshold"],
+        max_proteins=config["downstream"]["max_proteins"],
+        code=CODE["downstream"],
+    log:
+        "logs/downstream/labels.log",
+    script:
+        "../scripts/localization_labels.py"
+
+
+rule probe:
+    input:
+        labels="results/downstream/labels.tsv",
+        config="results/runs/mlm/{budget}/{shape}/model/config.json",
+        weights="results/runs/mlm/{budget}/{shape}/model/model.safetensors",
+    output:
+        "results/downstream/mlm/{budget}/{shape}.json",
+    params:
+        context=config["train"]["context"],
+        l2=config["downstream"]["l2"],
+        seed=config["train"]["seed"],
+        code=CODE["downstream"],
+    threads: config["train"]["threads"]
+    log:
+        "logs/downstream/mlm/{budget}/{shape}.log",
+    script:
+        "../scripts/probe.py"
+
+
+rule probe_table:
+    input:
+        probes=lambda w: [f"results/downstream/mlm/{p.budget}/{p.shape_name}.json" for p in points_of("mlm")],
+        evals=lambda w: [eval_file(p) for p in points_of("mlm")],
+    output:
+        "results/downstream/accuracy.csv",
+    params:
+        code=CODE["downstream"],
+    log:
+        "logs/downstream/table.log",
+    script:
+        "../scripts/probe_table.py"

@@ -1,0 +1,51 @@
+# Figures (PNG for the report, SVG for papers), each with a caption in the HTML report.
+
+
+rule plot_objective:
+    input:
+        runs="results/fits/{objective}_runs.parquet",
+        curves="results/fits/{objective}_curves.parquet",
+        fits="results/fits/{objective}.json",
+    output:
+        **{
+            f"{fig}_{ext}": (
+                report(
+                    f"results/figures/{{objective}}_{fig}.{ext}",
+                    caption=f"report/{fig}.rst",
+                    category="Scaling laws",
+                    subcategory="{objective}",
+                    labels={"objective": "{objective}", "figure": fig},
+                )
+                if ext == "png"
+                else f"results/figures/{{objective}}_{fig}.{ext}"
+            )
+            for fig in FIGURES
+            for ext in ("png", "svg")
+        },
+    params:
+        dpi=config["plots"]["dpi"],
+        code=CODE["plots"],
+    log:
+        "logs/plots/{objective}.log",
+    script:
+        "../scripts/plot_objective.py"
+
+
+rule plot_downstream:
+    input:
+        "results/downstream/accuracy.csv",
+    output:
+        png=report(
+            "results/figures/downstream_accuracy.png",
+            caption="report/downstream_accuracy.rst",
+            category="Downstream",
+            labels={"figure": "membrane vs soluble probe"},
+        ),
+        svg="results/figures/downstream_accuracy.svg",
+    params:
+        dpi=config["plots"]["dpi"],
+        code=CODE["plots"],
+    log:
+        "logs/plots/downstream.log",
+    script:
+        "../scripts/plot_downstream.py"

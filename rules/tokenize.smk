@@ -1,0 +1,17 @@
+# Sharded tokenization: one job per (split, shard), each a memory-mapped token store.
+
+
+rule tokenize_shard:
+    input:
+        "results/split/{split}.fasta",
+    output:
+        ids="results/tokens/{split}/shard{shard}/ids.npy",
+        offsets="results/tokens/{split}/shard{shard}/offsets.npy",
+        manifest="results/tokens/{split}/shard{shard}/manifest.json",
+    params:
+        num_shards=config["tokenize"]["shards"],
+        code=CODE["tokenize"],
+    log:
+        "logs/tokenize/{split}/shard{shard}.log",
+    script:
+        "../scripts/tokenize_shard.py"

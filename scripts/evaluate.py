@@ -1,0 +1,14 @@
+"""Snakemake entry point: validation loss of one saved run (see plmscale.evaluate)."""
+
+from pathlib import Path
+
+from plmscale.evaluate import evaluate_run
+from plmscale.snake import logged
+
+with logged(snakemake.log[0]):
+    p = snakemake.params
+    evaluate_run(
+        Path(snakemake.input.config).parent, snakemake.input.done, p.valid_dirs, snakemake.output[0],
+        objective=snakemake.wildcards.objective, context=p.context, mask_ratio=p.mask_ratio,
+        max_tokens=p.max_tokens, batch_rows=p.batch_rows, seed=p.seed, threads=snakemake.threads,
+    )  # fmt: skip

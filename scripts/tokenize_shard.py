@@ -1,0 +1,16 @@
+"""Snakemake entry point: tokenize one shard of one split (see plmscale.tokens)."""
+
+import json
+from pathlib import Path
+
+from plmscale.snake import logged
+from plmscale.tokens import tokenize_shard
+
+with logged(snakemake.log[0]):
+    manifest = tokenize_shard(
+        snakemake.input[0],
+        Path(snakemake.output.manifest).parent,
+        shard_index=int(snakemake.wildcards.shard),
+        num_shards=snakemake.params.num_shards,
+    )
+    print(json.dumps(manifest, indent=2))

@@ -1,0 +1,176 @@
+"""The study's figures (matplotlib, headless): log axes with units, fitted laws with their formula and
+the method named on every figure.  Each figure is written as PNG and SVG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+TITLES = {"clm": "CLM (causal LM)", "mlm": "MLM (masked LM)"}
+
+
+def _save(fig, png: str, svg: str, dpi: int) -> None:
+    for path, kwargs in ((png, {"dpi": dpi}), (svg, {})):
+        tmp = Path(path).with_name(f".{Path(path).stem}.tmp{Path(path).suffix}")
+        fig.savefig(tmp, bbox_inches="tight", **kwargs)
+        tmp.replace(path)
+    plt.close(fig)
+
+
+def _law_label(name: str, law: dict[str, Any]) -> str:
+    return f"{name} = {law['coefficient']:.3g} · C^{law['exponent']:.3f}"
+
+
+def _budget_colors(budgets: list[float]) -> dict[float, Any]:
+    cmap = plt.get_cmap("viridis")
+    return {b: cmap(i / max(1, len(budgets) - 1) * 0.9) for i, b in enumerate(sorted(budgets))}
+
+
+def isoflop_figure(runs: pl.DataFrame, fit: dict[str, Any], objective: str):
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    budgets = sorted(set(runs["flops_budget"].to_list()))
+    colors = _budget_colors(budgets)
+    a2 = {b["budget"]: b for b in fit.get("approach2", {}).get("budgets", [])}
+    for budget in budgets:
+        sub = runs.filter(pl.col("flops_budget") == budget).sort("n_params")
+        ax.plot(sub["n_params"], sub["val_loss"], "o", color=colors[budget], label=f"C = {budget:.1e} FLOPs")
+        info = a2.get(budget)
+        if info and info.get("coefficients"):
+            c2, c1, c0 = info["coefficients"]
+            x = np.geomspace(sub["n_params"].min() / 1.3, sub["n_params"].max() * 1.3, 100)
+            lx = np.log(x)
+            ax.plot(x, c2 * lx**2 + c1 * lx + c0, "-", color=colors[budget], alpha=0.7)
+            if info.get("n_opt"):
+                marker = "x" if info.get("at_edge") else "*"
+                ax.plot(info["n_opt"], info["loss_opt"], marker, color="crimson", ms=11)
+    ax.set_xscale("log")
+    ax.set_xlabel("non-embedding parameters N")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title(f"IsoFLOP profiles, {TITLES[objective]} — Approach 2 (parabola in log N)")
+    ax.legend(fontsize=8, title="★ N_opt (× at grid edge)", title_fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def optimal_figure(fit: dict[str, Any], objective: str):
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
+    styles = {"approach1": ("s", "tab:blue"), "approach2": ("o", "tab:orange"), "approach3": (None, "tab:green")}
+    for panel, (key, unit) in enumerate((("n_opt", "parameters N_opt"), ("d_opt", "tokens D_opt"))):
+        ax = axes[panel]
+        cs: list[float] = []
+        a1 = fit.get("approach1", {})
+        if "envelope" in a1:
+            env = a1["envelope"]
+            pts = env["n_params"] if key == "n_opt" else env["num_tokens"]
+            ax.plot(env["flops"], pts, styles["approach1"][0], color=styles["approach1"][1], alpha=0.5)
+            cs += env["flops"]
+        a2 = fit.get("approach2", {})
+        usable = [b for b in a2.get("budgets", []) if b.get(key)]
+        if usable:
+            ax.plot([b["budget"] for b in usable], [b[key] for b in usable], "o", color=styles["approach2"][1])
+            cs += [b["budget"] for b in usable]
+        if not cs:
+            ax.text(0.5, 0.5, "no usable fit", transform=ax.transAxes, ha="center")
+            continue
+        c = np.geomspace(min(cs) / 2, max(cs) * 2, 50)
+        for method in ("approach1", "approach2", "approach3"):
+            law = fit.get(method, {}).get(key)
+            if law:
+                y = law["coefficient"] * c ** law["exponent"]
+                ax.plot(c, y, "-", color=styles[method][1], label=f"{method}: {_law_label(key.upper(), law)}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training compute C (FLOPs, 6ND)")
+        ax.set_ylabel(unit)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Compute-optimal allocation, {TITLES[objective]} — Approaches 1, 2, 3")
+    fig.tight_layout()
+    return fig
+
+
+def loss_compute_figure(curves: pl.DataFrame, fit: dict[str, Any], objective: str):
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for run in curves["run"].unique(maintain_order=True).to_list():
+        sub = curves.filter(pl.col("run") == run).sort("flops")
+        ax.plot(sub["flops"], sub["val_loss"], "-", color="0.6", lw=0.8, alpha=0.8)
+    a1 = fit.get("approach1", {})
+    if "envelope" in a1:
+        env = a1["envelope"]
+        ax.plot(env["flops"], env["loss"], "o", color="tab:red", ms=4, label="minimum-loss envelope")
+        law = a1.get("loss")
+        if law:
+            c = np.geomspace(min(env["flops"]), max(env["flops"]), 50)
+            ax.plot(c, law["coefficient"] * c ** law["exponent"], "-", color="tab:red",
+                    label=_law_label("L", law))  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training compute C (FLOPs, 6ND)")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title(f"Loss vs compute, {TITLES[objective]} — Approach 1 (envelope)")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def learning_curves_figure(curves: pl.DataFrame, objective: str):
+    budgets = sorted(set(curves["flops_budget"].to_list()))
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 3.8), sharey=True, squeeze=False)
+    sizes = sorted(set(curves["n_params"].to_list()))
+    cmap = plt.get_cmap("plasma")
+    color = {n: cmap(i / max(1, len(sizes) - 1) * 0.85) for i, n in enumerate(sizes)}
+    for ax, budget in zip(axes[0], budgets, strict=True):
+        sub = curves.filter(pl.col("flops_budget") == budget)
+        for n in sorted(set(sub["n_params"].to_list())):
+            run = sub.filter(pl.col("n_params") == n).sort("num_tokens")
+            ax.plot(run["num_tokens"], run["val_loss"], "o-", ms=3, color=color[n], label=f"N = {n:,}")
+        ax.set_xscale("log")
+        ax.set_xlabel("training tokens D")
+        ax.set_title(f"C = {budget:.1e} FLOPs")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("validation loss (nats/token)")
+    fig.suptitle(f"Learning curves, {TITLES[objective]}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_objective(runs_path: str, curves_path: str, fits_path: str, outputs: dict[str, str], *,
+                   objective: str, dpi: int) -> None:
+    runs = pl.read_parquet(runs_path)
+    curves = pl.read_parquet(curves_path)
+    fit = json.loads(Path(fits_path).read_text())
+    figures = {
+        "isoflop": isoflop_figure(runs, fit, objective),
+        "optimal_allocation": optimal_figure(fit, objective),
+        "loss_vs_compute": loss_compute_figure(curves, fit, objective),
+        "learning_curves": learning_curves_figure(curves, objective),
+    }
+    for name, fig in figures.items():
+        _save(fig, outputs[f"{name}_png"], outputs[f"{name}_svg"], dpi)
+
+
+def plot_downstream(table_csv: str, png: str, svg: str, *, dpi: int) -> None:
+    table = pl.read_csv(table_csv)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    budgets = sorted(set(table["flops_budget"].to_list()))
+    colors = _budget_colors(budgets)
+    for budget in budgets:
+        sub = table.filter(pl.col("flops_budget") == budget).sort("n_params")
+        ax.plot(sub["n_params"], sub["test_accuracy"], "o-", color=colors[budget], label=f"C = {budget:.1e}")
+    ax.axhline(table["majority_baseline_accuracy"][0], color="0.4", ls="--", label="majority class")
+    ax.set_xscale("log")
+    ax.set_xlabel("non-embedding parameters N")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Membrane vs soluble (proxy labels) — linear probe on frozen MLM encoders")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    _save(fig, png, svg, dpi)
