@@ -81,6 +81,9 @@ def exponents(result: dict[str, Any]) -> dict[str, Any]:
             out[method] = {"n_opt_exponent": fit["n_opt"]["exponent"], "d_opt_exponent": fit["d_opt"]["exponent"]}
         else:
             out[method] = {"skipped": fit.get("skipped_reason") or fit.get("law_reason")}
+        if method == "approach2" and "budgets" in fit:
+            out[method]["budgets_at_edge"] = sum(1 for b in fit["budgets"] if b.get("at_edge"))
+            out[method]["budgets"] = len(fit["budgets"])
         if method == "approach3" and "alpha" in fit:
             out[method].update({k: fit[k] for k in ("E", "A", "B", "alpha", "beta")})
     return out

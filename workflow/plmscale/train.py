@@ -82,7 +82,7 @@ def learning_rate(step: int, total_steps: int, peak: float, warmup_steps: int, m
 
 def eval_steps(total_steps: int, points: int) -> list[int]:
     """Log-spaced steps (0-based, after the update) at which validation loss is measured; always the last."""
-    if points < 1:
+    if points <= 1:
         return [total_steps - 1]
     marks = np.unique(np.round(np.geomspace(1, total_steps, num=points)).astype(int)) - 1
     return sorted({*marks.tolist(), total_steps - 1})
@@ -151,6 +151,9 @@ def _optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.O
 
 def save_model(model: torch.nn.Module, model_dir: Path) -> None:
     """Save in Hugging Face format (config.json, model.safetensors, ESM-2 vocabulary) atomically."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     model_dir = Path(model_dir)
     tmp = model_dir.parent / f".{model_dir.name}.tmp"
     if tmp.exists():
@@ -211,7 +214,7 @@ def train_run(
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        train_loss = float(loss)
+        train_loss = float(loss.detach())
         if not math.isfinite(train_loss):
             raise FloatingPointError(
                 f"training loss became {train_loss} at step {step}; lower train.lr (now {settings.peak_lr})"
