@@ -1,0 +1,169 @@
+"""The real workflow under Snakemake: a tiny end-to-end run, the rerun contract, config errors and a dry
+run of the full-scale paper grid.  Every Snakemake call runs in a subprocess with a hard timeout."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = REPO / "tests" / "config" / "config.yaml"
+
+pytestmark = pytest.mark.e2e
+
+
+def snakemake(workdir: Path, *args: str, config: Path = TEST_CONFIG, timeout: int = 1200, check: bool = True):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(config), *args]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def planned_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a dry run lists."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        m = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if not m:
+            continue
+        w = re.search(r"wildcards: (.*)", block)
+        wildcards = dict(kv.split("=", 1) for kv in w.group(1).split(", ")) if w else {}
+        jobs.append((m.group(1), wildcards))
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("study")
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+def test_every_stage_produced_real_outputs(study):
+    for objective in ("clm", "mlm"):
+        fits = json.loads((study / f"results/fits/{objective}.json").read_text())
+        assert set(fits) >= {"approach1", "approach2", "approach3"}
+        assert fits["n_runs"] == 6
+        for fig in ("isoflop", "optimal_allocation", "loss_vs_compute", "learning_curves"):
+            assert (study / f"results/figures/{objective}_{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert b"<svg" in (study / f"results/figures/{objective}_{fig}.svg").read_bytes()[:2000]
+        runs = pl.read_parquet(study / f"results/fits/{objective}_runs.parquet")
+        assert runs.height == 6
+        # every loss is below the uniform-over-vocabulary loss ln(33) = 3.497 nats: the models learned
+        assert runs["val_loss"].max() < 3.4
+        # C = 6 N D holds for every run
+        assert ((runs["flops"] - 6 * runs["n_params"] * runs["num_tokens"]).abs() < 1).all()
+    assert (study / "results/figures/downstream_accuracy.png").is_file()
+    table = pl.read_csv(study / "results/downstream/accuracy.csv")
+    assert table.height == 6 and table["test_accuracy"].is_between(0, 1).all()
+
+
+@pytest.mark.parametrize(("objective", "auto"), [("clm", AutoModelForCausalLM), ("mlm", AutoModelForMaskedLM)])
+def test_saved_runs_load_with_the_auto_classes(study, objective, auto):
+    model = auto.from_pretrained(study / f"results/runs/{objective}/1e9/b/model")
+    done = json.loads((study / f"results/runs/{objective}/1e9/b/done.json").read_text())
+    assert sum(p.numel() for p in model.parameters()) == done["n_params_non_embedding"] + done["n_params_embedding"]
+
+
+def test_validation_report_accounts_for_every_record(study):
+    import importlib.resources
+
+    shipped = importlib.resources.files("pyhmmer") / "tests/data/seqs/938293.PRJEB85.HG003687.faa"
+    text = shipped.read_text()
+    stops = sum(1 for block in text.split(">")[1:] if "".join(block.split("\n")[1:]).endswith("*"))
+    report = json.loads((study / "results/validate/curated.report.json").read_text())
+    assert report["n_records"] == text.count(">") == 2100
+    assert report["changed_by_reason"] == {"terminal_stop": stops}
+    assert report["n_kept"] + report["n_dropped"] == report["n_records"]
+
+
+def test_no_cluster_spans_two_splits_and_tokens_cover_each_split(study):
+    table = pl.read_csv(study / "results/split/assignments.tsv", separator="\t")
+    per_cluster = table.group_by("representative").agg(pl.col("split").n_unique())
+    assert per_cluster["split"].max() == 1
+    for split in ("train", "valid"):  # the test split feeds only the downstream probe, as FASTA
+        seqs = [line for line in (study / f"results/split/{split}.fasta").read_text().splitlines()]
+        n_seq = sum(1 for s in seqs if s.startswith(">"))
+        residues = sum(len(s) for s in seqs if not s.startswith(">"))
+        manifests = [json.loads(p.read_text()) for p in sorted((study / f"results/tokens/{split}").glob("*/manifest.json"))]
+        assert len(manifests) == 2
+        assert sum(m["num_sequences"] for m in manifests) == n_seq == table.filter(pl.col("split") == split).height
+        assert sum(m["num_tokens"] for m in manifests) == residues + 2 * n_seq
+
+
+def test_second_run_plans_nothing_and_report_builds(study):
+    proc = snakemake(study, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    snakemake(study, "--report", str(study / "report.html"))
+    html = (study / "report.html").read_text(errors="ignore")
+    assert "isoflop" in html and len(html) > 100_000
+
+
+def _dry_run_with(study: Path, tmp_path: Path, edit) -> list[tuple[str, dict[str, str]]]:
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    edit(config)
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = snakemake(study, "-n", config=path)
+    return planned_jobs(proc.stdout)
+
+
+def test_plot_setting_reruns_only_plots(study, tmp_path):
+    jobs = _dry_run_with(study, tmp_path, lambda c: c["plots"].update(dpi=61))
+    assert {rule for rule, _ in jobs} == {"plot_objective", "plot_downstream", "all"}
+
+
+def test_mlm_hyperparameter_reruns_only_mlm_runs_and_their_dependents(study, tmp_path):
+    jobs = _dry_run_with(study, tmp_path, lambda c: c["train"]["mlm"].update(mask_ratio=0.2))
+    trained = {(w["objective"], w["budget"], w["shape"]) for rule, w in jobs if rule == "train"}
+    assert trained == {("mlm", b, s) for b in ("3e8", "1e9") for s in "abc"}
+    assert all(w.get("objective", "mlm") == "mlm" for rule, w in jobs if rule in {"evaluate", "fit", "plot_objective"})
+    assert not any(rule in {"embedded_source", "validate", "cluster", "split", "tokenize_shard"} for rule, _ in jobs)
+
+
+def test_one_shapes_learning_rate_reruns_only_that_shape(study, tmp_path):
+    jobs = _dry_run_with(study, tmp_path, lambda c: c["grid"]["shapes"]["b"].update(lr=0.004))
+    trained = {(w["objective"], w["budget"], w["shape"]) for rule, w in jobs if rule == "train"}
+    assert trained == {(o, b, "b") for o in ("clm", "mlm") for b in ("3e8", "1e9")}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["train"].update(learning_rate=0.1), r"config key train: Additional properties .*'learning_rate'"),
+        (lambda c: c["cluster"].update(method="cdhit"), r"config key cluster.method: 'cdhit' is not one of"),
+        (lambda c: c["grid"]["budgets"][0].update(flops=1e3), r"impossible grid point clm/1e3/a"),
+    ],
+)
+def test_bad_config_stops_before_any_job(tmp_path, edit, message):
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    edit(config)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path / "wd", "--cores", "1", config=path, check=False, timeout=120)
+    assert proc.returncode != 0
+    assert re.search(message, proc.stdout + proc.stderr)
+    assert not (tmp_path / "wd" / "results").exists() and not (tmp_path / "wd" / "resources").exists()
+
+
+def test_paper_config_dry_run_lists_the_full_grid(tmp_path):
+    sys.path.insert(0, str(REPO / "workflow"))
+    from plmscale.config import load_study, read_yaml, validate_config
+
+    config = read_yaml(REPO / "config" / "paper.yaml")
+    validate_config(config, REPO / "config" / "schema.yaml")
+    points = load_study(config).points()
+    assert len(points) == 2 * (7 + 7 + 8 + 9 + 9 + 7 + 7)
+    proc = snakemake(tmp_path, "-n", config=REPO / "config" / "paper.yaml", timeout=300)
+    jobs = planned_jobs(proc.stdout)
+    trained = {(w["objective"], w["budget"], w["shape"]) for rule, w in jobs if rule == "train"}
+    assert trained == {(p.objective, p.budget, p.shape_name) for p in points}
+    assert ("mlm", "1e21", "s7.2b") in trained
