@@ -83,10 +83,14 @@ def main() -> None:
     print(f"# python {platform.python_version()}, {versions}, {platform.processor() or platform.machine()}")
     print(f"# input: pyhmmer proteome x{args.replicate} = {len(sequences):,} seqs, {n_res:,} residues")
     print(f"{'method':<38} {'n seqs':>9} {'seconds':>9} {'M res/s':>9} {'k seq/s':>9}")
-    print(f"{'plmscale encode (numpy LUT), best of ' + str(args.repeats):<38} {len(sequences):>9,} "
-          f"{t_np:>9.3f} {rate_np:>9.2f} {len(sequences) / t_np / 1e3:>9.1f}")
-    print(f"{'HF EsmTokenizer, batch ' + str(args.batch):<38} {len(hf_part):>9,} {t_hf:>9.3f} "
-          f"{rate_hf:>9.3f} {len(hf_part) / t_hf / 1e3:>9.2f}")
+    print(
+        f"{'plmscale encode (numpy LUT), best of ' + str(args.repeats):<38} {len(sequences):>9,} "
+        f"{t_np:>9.3f} {rate_np:>9.2f} {len(sequences) / t_np / 1e3:>9.1f}"
+    )
+    print(
+        f"{'HF EsmTokenizer, batch ' + str(args.batch):<38} {len(hf_part):>9,} {t_hf:>9.3f} "
+        f"{rate_hf:>9.3f} {len(hf_part) / t_hf / 1e3:>9.2f}"
+    )
     print(f"speedup (M res/s ratio): {rate_np / rate_hf:.0f}x; ids identical on {len(hf_ids):,} sequences")
 
 

@@ -6,13 +6,12 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
-
 from plmscale.data import IGNORE_INDEX, PackedStream, clm_labels, make_batch, make_documents, mlm_inputs
 from plmscale.flops import ModelShape
 from plmscale.model import POSITION_OFFSET, build_model
 from plmscale.tokens import CLS_ID, EOS_ID, MASK_ID, encode, tokenize_shard
 from plmscale.train import TrainSettings, eval_steps, learning_rate, train_run
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 
 def test_documents_window_long_sequences():
@@ -78,7 +77,9 @@ def test_packed_rows_equal_each_sequence_alone(objective):
                        position_ids=batch.position_ids).logits[0]  # fmt: skip
         for seg in range(3):
             keep = torch.from_numpy(rows.segments[0] == seg)
-            alone = model(input_ids=batch.input_ids[:, keep], position_ids=batch.position_ids[:, keep]).logits[0]
+            alone = model(
+                input_ids=batch.input_ids[:, keep], position_ids=batch.position_ids[:, keep]
+            ).logits[0]
             assert torch.allclose(packed[keep], alone, atol=1e-5)
 
 
@@ -120,7 +121,9 @@ def _settings(objective, **overrides):
     return TrainSettings(**values)
 
 
-@pytest.mark.parametrize(("objective", "auto"), [("clm", AutoModelForCausalLM), ("mlm", AutoModelForMaskedLM)])
+@pytest.mark.parametrize(
+    ("objective", "auto"), [("clm", AutoModelForCausalLM), ("mlm", AutoModelForMaskedLM)]
+)
 def test_training_run_learns_and_saves_a_loadable_hf_model(tmp_path, shards, objective, auto):
     settings = _settings(objective)
     out = tmp_path / "run"

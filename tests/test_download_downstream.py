@@ -1,4 +1,4 @@
-"""Downloads against a real HTTP server on 127.0.0.1; downstream labels and probe against hand-worked values."""
+"""Downloads against a real HTTP server on 127.0.0.1; downstream labels and probe vs hand-worked values."""
 
 import functools
 import hashlib
@@ -7,7 +7,6 @@ import threading
 
 import numpy as np
 import pytest
-
 from plmscale.download import download
 from plmscale.downstream import binary_metrics, fit_logistic, max_window_hydropathy
 
@@ -36,7 +35,7 @@ def test_download_verifies_and_renames(server, tmp_path):
 def test_wrong_checksum_fails_and_leaves_nothing(server, tmp_path):
     url, _ = server
     out = tmp_path / "x.fasta"
-    with pytest.raises(ValueError, match="checksum mismatch .* sha256 is"):
+    with pytest.raises(ValueError, match=r"checksum mismatch .* sha256 is"):
         download(f"{url}/p.fasta", out, sha256="0" * 64)
     assert list(tmp_path.iterdir()) == []
 

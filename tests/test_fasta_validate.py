@@ -142,10 +142,17 @@ MKV
 """
 
 
-def _issue(record: str, line: int, reason: str, action: str, position: int | None = None,
-           char: str | None = None) -> dict[str, object]:
-    return {"record": record, "line": line, "position": position, "char": char, "reason": reason,
-            "action": action}
+def _issue(
+    record: str, line: int, reason: str, action: str, position: int | None = None, char: str | None = None
+) -> dict[str, object]:
+    return {
+        "record": record,
+        "line": line,
+        "position": position,
+        "char": char,
+        "reason": reason,
+        "action": action,
+    }
 
 
 def _validate(tmp_path: Path, text: str, **policy: object) -> tuple[list[tuple[str, str]], dict]:
@@ -159,12 +166,23 @@ def test_default_policy_hand_worked_report(tmp_path: Path) -> None:
     assert kept == [("ok1", "MKVLLA"), ("low", "MKVA"), ("stop", "MKV")]
     assert report["source"] == "toy"
     assert report["path"] == str(tmp_path / "in.fa")
-    assert report["policy"] == {"uppercase": True, "strip_terminal_stop": True, "min_length": 1,
-                                "max_length": None, "on_invalid": "drop"}
+    assert report["policy"] == {
+        "uppercase": True,
+        "strip_terminal_stop": True,
+        "min_length": 1,
+        "max_length": None,
+        "on_invalid": "drop",
+    }
     assert (report["n_records"], report["n_kept"], report["n_changed"], report["n_dropped"]) == (10, 3, 2, 7)
     assert report["changed_by_reason"] == {"lowercase": 1, "terminal_stop": 1}
-    assert report["dropped_by_reason"] == {"digit": 1, "duplicate_id": 1, "empty": 2, "gap": 1,
-                                           "internal_stop": 1, "invalid_character": 1}
+    assert report["dropped_by_reason"] == {
+        "digit": 1,
+        "duplicate_id": 1,
+        "empty": 2,
+        "gap": 1,
+        "internal_stop": 1,
+        "invalid_character": 1,
+    }
     assert report["issues"] == [
         _issue("low", 4, "lowercase", "changed", 1, "m"),
         _issue("stop", 6, "terminal_stop", "changed", 4, "*"),
@@ -251,14 +269,16 @@ def test_on_invalid_error_names_file_line_record_and_char(tmp_path: Path) -> Non
 def test_on_invalid_error_per_rule(tmp_path: Path, text: str, expected: str) -> None:
     path = _write(tmp_path / "in.fa", text)
     with pytest.raises(ValueError, match="Fix:") as err:
-        validate_records(read_fasta(path), ValidationPolicy(on_invalid="error", max_length=5), source="s",
-                         path=str(path))
+        validate_records(
+            read_fasta(path), ValidationPolicy(on_invalid="error", max_length=5), source="s", path=str(path)
+        )
     assert expected in str(err.value)
 
 
 def test_policy_from_dict() -> None:
     assert ValidationPolicy.from_dict({"min_length": 3, "on_invalid": "error"}) == ValidationPolicy(
-        min_length=3, on_invalid="error")
+        min_length=3, on_invalid="error"
+    )
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['max_len'\]; allowed keys are \['uppercase'"):
         ValidationPolicy.from_dict({"max_len": 10})
     with pytest.raises(ValueError, match="on_invalid must be 'drop' or 'error'"):
@@ -300,8 +320,9 @@ def test_validate_fasta_empty_source_raises_and_writes_nothing(tmp_path: Path, t
 def test_validate_fasta_error_mode_writes_nothing(tmp_path: Path) -> None:
     src = _write(tmp_path / "in.fa", RULES_FASTA)
     with pytest.raises(ValueError, match="record 'J1'"):
-        validate_fasta(src, tmp_path / "c.fa", tmp_path / "r.json", ValidationPolicy(on_invalid="error"),
-                       source="toy")
+        validate_fasta(
+            src, tmp_path / "c.fa", tmp_path / "r.json", ValidationPolicy(on_invalid="error"), source="toy"
+        )
     assert [p.name for p in tmp_path.iterdir()] == ["in.fa"]
 
 

@@ -4,7 +4,6 @@ import copy
 from pathlib import Path
 
 import pytest
-
 from plmscale.config import flops_label, load_study, read_yaml, validate_config
 from plmscale.flops import (
     ModelShape,
@@ -51,7 +50,9 @@ def test_shape_errors_name_the_problem():
         ModelShape(0, 64, 4)
 
 
-@pytest.mark.parametrize(("flops", "label"), [(3e10, "3e10"), (1e11, "1e11"), (2.5e12, "2.5e12"), (1e21, "1e21")])
+@pytest.mark.parametrize(
+    ("flops", "label"), [(3e10, "3e10"), (1e11, "1e11"), (2.5e12, "2.5e12"), (1e21, "1e21")]
+)
 def test_flops_label(flops, label):
     assert flops_label(flops) == label
 
@@ -81,14 +82,16 @@ def test_unknown_key_is_rejected_with_its_path():
 def test_wrong_type_names_key():
     config = _config()
     config["train"]["batch_rows"] = "sixteen"
-    with pytest.raises(ValueError, match="config key train.batch_rows: 'sixteen' is not of type 'integer'"):
+    with pytest.raises(ValueError, match=r"config key train.batch_rows: 'sixteen' is not of type 'integer'"):
         validate_config(config, SCHEMA)
 
 
 def test_wrong_enum_lists_allowed_values():
     config = _config()
     config["cluster"]["method"] = "cdhit"
-    with pytest.raises(ValueError, match=r"config key cluster.method: 'cdhit' is not one of \['linclust', 'cluster'\]"):
+    with pytest.raises(
+        ValueError, match=r"config key cluster.method: 'cdhit' is not one of \['linclust', 'cluster'\]"
+    ):
         validate_config(config, SCHEMA)
 
 
@@ -109,7 +112,9 @@ def test_budget_naming_an_undefined_shape():
 def test_heads_must_divide_width():
     config = copy.deepcopy(_config())
     config["grid"]["shapes"]["t14k"]["heads"] = 3
-    with pytest.raises(ValueError, match="grid.shapes.t14k: model shape width=32 is not divisible by heads=3"):
+    with pytest.raises(
+        ValueError, match=r"grid.shapes.t14k: model shape width=32 is not divisible by heads=3"
+    ):
         load_study(config)
 
 

@@ -7,7 +7,6 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from plmscale.fasta import read_fasta
 from plmscale.mmseqs import cluster_stage, find_mmseqs, parse_cluster_tsv, pool_sources
 from plmscale.sources import materialise_embedded, pyrodigal_proteins
@@ -32,7 +31,7 @@ def test_find_mmseqs_reports_origin_and_version():
 
 
 def test_configured_path_that_does_not_exist_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="set cluster.mmseqs: auto"):
+    with pytest.raises(FileNotFoundError, match=r"set cluster.mmseqs: auto"):
         find_mmseqs(str(tmp_path / "nope"))
 
 
@@ -87,13 +86,18 @@ def test_curated_source_is_the_pyhmmer_proteome(tmp_path):
     n = materialise_embedded("pyhmmer_proteome", tmp_path / "c.fasta")
     assert n == 2100
     shipped = importlib.resources.files("pyhmmer") / "tests/data/seqs/938293.PRJEB85.HG003687.faa"
-    assert [r.sequence for r in read_fasta(tmp_path / "c.fasta")] == [r.sequence for r in read_fasta(str(shipped))]
+    assert [r.sequence for r in read_fasta(tmp_path / "c.fasta")] == [
+        r.sequence for r in read_fasta(str(shipped))
+    ]
 
 
 def test_metagenomic_source_matches_pyrodigals_own_reference_translations():
     # pyrodigal ships the proteins Prodigal itself (meta mode) calls on two of the contigs we use
     ours = dict(pyrodigal_proteins())
-    for name, contig in (("MIIJ01000039", "562.SAMN05730656.MIIJ01000039"), ("SRR492066", "NODE_23_length_79939_cov_26.984653")):
+    for name, contig in (
+        ("MIIJ01000039", "562.SAMN05730656.MIIJ01000039"),
+        ("SRR492066", "NODE_23_length_79939_cov_26.984653"),
+    ):
         path = importlib.resources.files("pyrodigal") / f"tests/data/{name}.meta.faa.gz"
         with gzip.open(str(path), "rt") as handle:
             reference = [block.split("\n", 1)[1].replace("\n", "") for block in handle.read().split(">")[1:]]

@@ -1,7 +1,6 @@
 """Cluster-aware split: no cluster spans two splits, deterministic, sizes follow the fractions."""
 
 import pytest
-
 from plmscale.split import assign, check_fractions, hash_unit, split_of
 
 FRACTIONS = {"train": 0.8, "valid": 0.1, "test": 0.1}

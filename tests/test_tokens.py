@@ -95,9 +95,16 @@ def test_encode_nothing() -> None:
     assert ids.size == 0 and offsets.tolist() == [0]
 
 
-@pytest.mark.parametrize(("bad", "index", "char", "pos"),
-                         [(["MKV", "MKJ"], 1, "J", 3), (["mkv"], 0, "m", 1), (["MK", "AAé"], 1, "é", 3),
-                          (["M*"], 0, "*", 2), (["M-"], 0, "-", 2)])
+@pytest.mark.parametrize(
+    ("bad", "index", "char", "pos"),
+    [
+        (["MKV", "MKJ"], 1, "J", 3),
+        (["mkv"], 0, "m", 1),
+        (["MK", "AAé"], 1, "é", 3),
+        (["M*"], 0, "*", 2),
+        (["M-"], 0, "-", 2),
+    ],
+)
 def test_encode_rejects_non_residues(bad: list[str], index: int, char: str, pos: int) -> None:
     expected = f"sequence {index}: character '{char}' at position {pos} is not an ESM-2 residue"
     with pytest.raises(ValueError, match=re.escape(expected)):

@@ -23,7 +23,9 @@ def snakemake(workdir: Path, *args: str, config: Path = TEST_CONFIG, timeout: in
            "--configfile", str(config), *args]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
@@ -66,11 +68,16 @@ def test_every_stage_produced_real_outputs(study):
     assert table.height == 6 and table["test_accuracy"].is_between(0, 1).all()
 
 
-@pytest.mark.parametrize(("objective", "auto"), [("clm", AutoModelForCausalLM), ("mlm", AutoModelForMaskedLM)])
+@pytest.mark.parametrize(
+    ("objective", "auto"), [("clm", AutoModelForCausalLM), ("mlm", AutoModelForMaskedLM)]
+)
 def test_saved_runs_load_with_the_auto_classes(study, objective, auto):
     model = auto.from_pretrained(study / f"results/runs/{objective}/1e9/b/model")
     done = json.loads((study / f"results/runs/{objective}/1e9/b/done.json").read_text())
-    assert sum(p.numel() for p in model.parameters()) == done["n_params_non_embedding"] + done["n_params_embedding"]
+    assert (
+        sum(p.numel() for p in model.parameters())
+        == done["n_params_non_embedding"] + done["n_params_embedding"]
+    )
 
 
 def test_validation_report_accounts_for_every_record(study):
@@ -93,9 +100,16 @@ def test_no_cluster_spans_two_splits_and_tokens_cover_each_split(study):
         seqs = [line for line in (study / f"results/split/{split}.fasta").read_text().splitlines()]
         n_seq = sum(1 for s in seqs if s.startswith(">"))
         residues = sum(len(s) for s in seqs if not s.startswith(">"))
-        manifests = [json.loads(p.read_text()) for p in sorted((study / f"results/tokens/{split}").glob("*/manifest.json"))]
+        manifests = [
+            json.loads(p.read_text())
+            for p in sorted((study / f"results/tokens/{split}").glob("*/manifest.json"))
+        ]
         assert len(manifests) == 2
-        assert sum(m["num_sequences"] for m in manifests) == n_seq == table.filter(pl.col("split") == split).height
+        assert (
+            sum(m["num_sequences"] for m in manifests)
+            == n_seq
+            == table.filter(pl.col("split") == split).height
+        )
         assert sum(m["num_tokens"] for m in manifests) == residues + 2 * n_seq
 
 
@@ -125,8 +139,14 @@ def test_mlm_hyperparameter_reruns_only_mlm_runs_and_their_dependents(study, tmp
     jobs = _dry_run_with(study, tmp_path, lambda c: c["train"]["mlm"].update(mask_ratio=0.2))
     trained = {(w["objective"], w["budget"], w["shape"]) for rule, w in jobs if rule == "train"}
     assert trained == {("mlm", b, s) for b in ("3e8", "1e9") for s in "abc"}
-    assert all(w.get("objective", "mlm") == "mlm" for rule, w in jobs if rule in {"evaluate", "fit", "plot_objective"})
-    assert not any(rule in {"embedded_source", "validate", "cluster", "split", "tokenize_shard"} for rule, _ in jobs)
+    assert all(
+        w.get("objective", "mlm") == "mlm"
+        for rule, w in jobs
+        if rule in {"evaluate", "fit", "plot_objective"}
+    )
+    assert not any(
+        rule in {"embedded_source", "validate", "cluster", "split", "tokenize_shard"} for rule, _ in jobs
+    )
 
 
 def test_one_shapes_learning_rate_reruns_only_that_shape(study, tmp_path):
@@ -138,7 +158,10 @@ def test_one_shapes_learning_rate_reruns_only_that_shape(study, tmp_path):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda c: c["train"].update(learning_rate=0.1), r"config key train: Additional properties .*'learning_rate'"),
+        (
+            lambda c: c["train"].update(learning_rate=0.1),
+            r"config key train: Additional properties .*'learning_rate'",
+        ),
         (lambda c: c["cluster"].update(method="cdhit"), r"config key cluster.method: 'cdhit' is not one of"),
         (lambda c: c["grid"]["budgets"][0].update(flops=1e3), r"impossible grid point clm/1e3/a"),
     ],

@@ -19,10 +19,19 @@ def format_summary(summary: dict) -> str:
         for method, fit in info["exponents"].items():
             if "n_opt_exponent" in fit:
                 lines.append(
-                    f"  {method}: N_opt ~ C^{fit['n_opt_exponent']:.3f}, D_opt ~ C^{fit['d_opt_exponent']:.3f}"
-                    + (f"  [{fit['budgets_at_edge']} of {fit['budgets']} budgets have their minimum at the edge "
-                       "of the sampled sizes: extend the grid]" if fit.get("budgets_at_edge") else "")
-                    + (f"  (alpha={fit['alpha']:.3f}, beta={fit['beta']:.3f}, E={fit['E']:.3f})" if "alpha" in fit else "")
+                    f"  {method}: N_opt ~ C^{fit['n_opt_exponent']:.3f}, "
+                    f"D_opt ~ C^{fit['d_opt_exponent']:.3f}"
+                    + (
+                        f"  [{fit['budgets_at_edge']} of {fit['budgets']} budgets have their minimum at "
+                        "the edge of the sampled sizes: extend the grid]"
+                        if fit.get("budgets_at_edge")
+                        else ""
+                    )
+                    + (
+                        f"  (alpha={fit['alpha']:.3f}, beta={fit['beta']:.3f}, E={fit['E']:.3f})"
+                        if "alpha" in fit
+                        else ""
+                    )
                 )
             else:
                 lines.append(f"  {method}: not fitted: {fit.get('skipped')}")

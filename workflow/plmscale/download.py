@@ -17,14 +17,17 @@ SCHEMES = ("http", "https", "file")
 CHUNK = 1 << 20
 
 
-def download(url: str, output: Path, *, sha256: str | None = None, md5: str | None = None,
-             timeout: float = 60.0) -> dict:
+def download(
+    url: str, output: Path, *, sha256: str | None = None, md5: str | None = None, timeout: float = 60.0
+) -> dict:
     """Fetch ``url`` to ``output``; returns {url, bytes, sha256, md5}.  At least one checksum is required."""
     scheme = urlparse(url).scheme
     if scheme not in SCHEMES:
         raise ValueError(f"source url {url!r} has scheme {scheme!r}; supported: {SCHEMES}")
     if not sha256 and not md5:
-        raise ValueError(f"source url {url!r} has no sha256 or md5 in the config; add one so the file is verified")
+        raise ValueError(
+            f"source url {url!r} has no sha256 or md5 in the config; add one so the file is verified"
+        )
     output = Path(output)
     part = output.with_name(output.name + ".part")
     hashes = {"sha256": hashlib.sha256(), "md5": hashlib.md5()}

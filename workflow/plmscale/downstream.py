@@ -100,7 +100,9 @@ def embed(model: torch.nn.Module, sequences: list[str], context: int, batch_size
             keep[j, 1 : len(row) - (1 if row[-1] == 2 else 0)] = True  # residues only, not <cls>/<eos>
         attention = (input_ids != 1).long()
         positions = (torch.arange(width) + POSITION_OFFSET).expand(len(rows), -1)
-        hidden = backbone(input_ids=input_ids, attention_mask=attention, position_ids=positions).last_hidden_state
+        hidden = backbone(
+            input_ids=input_ids, attention_mask=attention, position_ids=positions
+        ).last_hidden_state
         weights = keep.unsqueeze(-1).float()
         out.append(((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).numpy())
     return np.concatenate(out).astype(np.float64)
@@ -141,8 +143,9 @@ def binary_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     }
 
 
-def probe_run(model_dir: str, labels_tsv: str, output: str, *, context: int, l2: float, seed: int,
-              threads: int = 1) -> dict:
+def probe_run(
+    model_dir: str, labels_tsv: str, output: str, *, context: int, l2: float, seed: int, threads: int = 1
+) -> dict:
     """Embed the probe proteins with a frozen MLM encoder, fit the probe, write its test metrics."""
     from plmscale.evaluate import load_model
 

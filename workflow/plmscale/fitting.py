@@ -25,8 +25,9 @@ def _attempt(method: str, fn, *args, **kwargs) -> dict[str, Any]:
         return {"method": method, "skipped_reason": str(err)}
 
 
-def fit_tables(runs: pl.DataFrame, curves: pl.DataFrame, *, approach1_bins: int, approach3_grid: str,
-               huber_delta: float) -> dict[str, Any]:
+def fit_tables(
+    runs: pl.DataFrame, curves: pl.DataFrame, *, approach1_bins: int, approach3_grid: str, huber_delta: float
+) -> dict[str, Any]:
     """All three approaches on one objective's final runs (2, 3) and learning curves (1)."""
     grid = fits.Approach3Grid.small() if approach3_grid == "small" else fits.Approach3Grid()
     curve_points = curves.select(
@@ -36,13 +37,21 @@ def fit_tables(runs: pl.DataFrame, curves: pl.DataFrame, *, approach1_bins: int,
     return {
         "approach1": _attempt("approach1", fits.approach1, curve_points, n_bins=approach1_bins),
         "approach2": _attempt(
-            "approach2", fits.approach2, runs["flops_budget"].to_numpy(), runs["n_params"].to_numpy(),
+            "approach2",
+            fits.approach2,
+            runs["flops_budget"].to_numpy(),
+            runs["n_params"].to_numpy(),
             runs["val_loss"].to_numpy(),
-        ),  # fmt: skip
+        ),
         "approach3": _attempt(
-            "approach3", fits.approach3, runs["n_params"].to_numpy(), runs["num_tokens"].to_numpy(),
-            runs["val_loss"].to_numpy(), huber_delta=huber_delta, init_grid=grid,
-        ),  # fmt: skip
+            "approach3",
+            fits.approach3,
+            runs["n_params"].to_numpy(),
+            runs["num_tokens"].to_numpy(),
+            runs["val_loss"].to_numpy(),
+            huber_delta=huber_delta,
+            init_grid=grid,
+        ),
     }
 
 
@@ -53,8 +62,17 @@ def _write_parquet(frame: pl.DataFrame, path: str | Path) -> None:
 
 
 def fit_objective(
-    eval_jsons: list[str], done_jsons: list[str], metrics: list[str], *, runs_out: str, curves_out: str,
-    fits_out: str, objective: str, approach1_bins: int, approach3_grid: str, huber_delta: float,
+    eval_jsons: list[str],
+    done_jsons: list[str],
+    metrics: list[str],
+    *,
+    runs_out: str,
+    curves_out: str,
+    fits_out: str,
+    objective: str,
+    approach1_bins: int,
+    approach3_grid: str,
+    huber_delta: float,
 ) -> dict[str, Any]:
     runs = run_table(eval_jsons, done_jsons)
     curves = curve_table(metrics, done_jsons)
@@ -78,7 +96,10 @@ def exponents(result: dict[str, Any]) -> dict[str, Any]:
     for method in ("approach1", "approach2", "approach3"):
         fit = result.get(method, {})
         if fit.get("n_opt") and fit.get("d_opt"):
-            out[method] = {"n_opt_exponent": fit["n_opt"]["exponent"], "d_opt_exponent": fit["d_opt"]["exponent"]}
+            out[method] = {
+                "n_opt_exponent": fit["n_opt"]["exponent"],
+                "d_opt_exponent": fit["d_opt"]["exponent"],
+            }
         else:
             out[method] = {"skipped": fit.get("skipped_reason") or fit.get("law_reason")}
         if method == "approach2" and "budgets" in fit:

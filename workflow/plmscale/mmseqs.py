@@ -62,8 +62,16 @@ def find_mmseqs(configured: str | None = None) -> MmseqsBinary:
 
 
 def cluster_command(
-    binary: str, method: str, fasta: Path, prefix: Path, tmp: Path, *, min_seq_id: float, coverage: float,
-    cov_mode: int, threads: int,
+    binary: str,
+    method: str,
+    fasta: Path,
+    prefix: Path,
+    tmp: Path,
+    *,
+    min_seq_id: float,
+    coverage: float,
+    cov_mode: int,
+    threads: int,
 ) -> list[str]:
     if method not in METHODS:
         raise ValueError(f"cluster.method {method!r} must be one of {sorted(METHODS)}")
@@ -90,8 +98,15 @@ def parse_cluster_tsv(path: Path) -> dict[str, str]:
 
 
 def run_clustering(
-    fasta: Path, *, binary: MmseqsBinary, method: str, min_seq_id: float, coverage: float, cov_mode: int,
-    threads: int, log=print,
+    fasta: Path,
+    *,
+    binary: MmseqsBinary,
+    method: str,
+    min_seq_id: float,
+    coverage: float,
+    cov_mode: int,
+    threads: int,
+    log=print,
 ) -> tuple[dict[str, str], list[str]]:
     """Cluster ``fasta``; returns member -> representative and the command that ran."""
     with tempfile.TemporaryDirectory(prefix="plmscale-mmseqs-") as work:
@@ -129,8 +144,16 @@ def pool_sources(fastas: list[str | Path], sources: list[str], output: Path) -> 
 
 
 def cluster_stage(
-    fasta: Path, table: Path, report: Path, *, mmseqs: str, method: str, min_seq_id: float, coverage: float,
-    cov_mode: int, threads: int,
+    fasta: Path,
+    table: Path,
+    report: Path,
+    *,
+    mmseqs: str,
+    method: str,
+    min_seq_id: float,
+    coverage: float,
+    cov_mode: int,
+    threads: int,
 ) -> dict:
     """Cluster, check every input sequence is in exactly one cluster, write the table and a report."""
     from plmscale.atomic import atomic_path, write_json_atomic

@@ -73,7 +73,9 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
         if id(param) in seen:
             continue
         seen.add(id(param))
-        if name.endswith(("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight")):
+        if name.endswith(
+            ("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight")
+        ):
             embedding += param.numel()
         else:
             non_embedding += param.numel()

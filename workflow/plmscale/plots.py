@@ -10,9 +10,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
 
 TITLES = {"clm": "CLM (causal LM)", "mlm": "MLM (masked LM)"}
 
@@ -62,7 +62,11 @@ def isoflop_figure(runs: pl.DataFrame, fit: dict[str, Any], objective: str):
 
 def optimal_figure(fit: dict[str, Any], objective: str):
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
-    styles = {"approach1": ("s", "tab:blue"), "approach2": ("o", "tab:orange"), "approach3": (None, "tab:green")}
+    styles = {
+        "approach1": ("s", "tab:blue"),
+        "approach2": ("o", "tab:orange"),
+        "approach3": (None, "tab:green"),
+    }
     for panel, (key, unit) in enumerate((("n_opt", "parameters N_opt"), ("d_opt", "tokens D_opt"))):
         ax = axes[panel]
         cs: list[float] = []
@@ -75,7 +79,9 @@ def optimal_figure(fit: dict[str, Any], objective: str):
         a2 = fit.get("approach2", {})
         usable = [b for b in a2.get("budgets", []) if b.get(key)]
         if usable:
-            ax.plot([b["budget"] for b in usable], [b[key] for b in usable], "o", color=styles["approach2"][1])
+            ax.plot(
+                [b["budget"] for b in usable], [b[key] for b in usable], "o", color=styles["approach2"][1]
+            )
             cs += [b["budget"] for b in usable]
         if not cs:
             ax.text(0.5, 0.5, "no usable fit", transform=ax.transAxes, ha="center")
@@ -143,8 +149,9 @@ def learning_curves_figure(curves: pl.DataFrame, objective: str):
     return fig
 
 
-def plot_objective(runs_path: str, curves_path: str, fits_path: str, outputs: dict[str, str], *,
-                   objective: str, dpi: int) -> None:
+def plot_objective(
+    runs_path: str, curves_path: str, fits_path: str, outputs: dict[str, str], *, objective: str, dpi: int
+) -> None:
     runs = pl.read_parquet(runs_path)
     curves = pl.read_parquet(curves_path)
     fit = json.loads(Path(fits_path).read_text())

@@ -58,8 +58,14 @@ def assign(member_to_rep: Mapping[str, str], fractions: Mapping[str, float], see
 
 
 def split_stage(
-    fasta: str, clusters_tsv: str, out_fastas: dict[str, str], assignments_tsv: str, summary_json: str, *,
-    fractions: Mapping[str, float], seed: int,
+    fasta: str,
+    clusters_tsv: str,
+    out_fastas: dict[str, str],
+    assignments_tsv: str,
+    summary_json: str,
+    *,
+    fractions: Mapping[str, float],
+    seed: int,
 ) -> dict:
     """Write one FASTA per split, the member -> cluster -> split table and a size summary."""
     from plmscale.atomic import atomic_path, write_json_atomic

@@ -83,7 +83,12 @@ _LUT = _build_lut()
 
 assert len(ESM2_VOCAB) == VOCAB_SIZE
 assert [ESM2_VOCAB[i] for i in (CLS_ID, PAD_ID, EOS_ID, UNK_ID, MASK_ID)] == [
-    "<cls>", "<pad>", "<eos>", "<unk>", "<mask>"]
+    "<cls>",
+    "<pad>",
+    "<eos>",
+    "<unk>",
+    "<mask>",
+]
 
 
 class InvalidResidueError(ValueError):
@@ -217,8 +222,10 @@ def tokenize_shard(
         ) from err
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_FILE).unlink(missing_ok=True)  # no manifest = incomplete shard, until we finish
-    files = {IDS_FILE: _save_npy_atomic(out_dir / IDS_FILE, ids),
-             OFFSETS_FILE: _save_npy_atomic(out_dir / OFFSETS_FILE, offsets)}
+    files = {
+        IDS_FILE: _save_npy_atomic(out_dir / IDS_FILE, ids),
+        OFFSETS_FILE: _save_npy_atomic(out_dir / OFFSETS_FILE, offsets),
+    }
     token_lengths = np.diff(offsets)
     manifest = {
         "format": FORMAT,
@@ -351,7 +358,9 @@ def _check_offsets(path: Path, offsets: np.ndarray, manifest: dict[str, Any]) ->
     if offsets[0] != 0 or offsets[-1] != manifest["num_tokens"] or (lengths.size and lengths.min() < 2):
         raise ValueError(f"{path}: offsets are inconsistent with the manifest (start, end or lengths)")
     if lengths.size and [int(lengths.min()), int(lengths.max())] != [
-        manifest.get("min_length"), manifest.get("max_length")]:
+        manifest.get("min_length"),
+        manifest.get("max_length"),
+    ]:
         raise ValueError(f"{path}: sequence lengths disagree with the manifest's min_length/max_length")
     if manifest["num_residues"] != manifest["num_tokens"] - 2 * lengths.size:
         raise ValueError(f"{path}: manifest num_residues does not equal num_tokens - 2 * num_sequences")

@@ -195,7 +195,8 @@ def train_run(
     evals = set(eval_steps(total_steps, settings.eval_points))
     log(
         f"run {settings.objective} C={settings.flops_budget:.3g} shape={settings.shape} N={n_params:,} "
-        f"steps={total_steps} tokens/step={settings.tokens_per_step} train_rows/epoch={train_stream.rows_per_epoch}"
+        f"steps={total_steps} tokens/step={settings.tokens_per_step} "
+        f"train_rows/epoch={train_stream.rows_per_epoch}"
     )
     records: list[dict] = []
     model.train()
@@ -207,7 +208,9 @@ def train_run(
         rows = train_stream.rows(step * settings.batch_rows, settings.batch_rows)
         rng = np.random.default_rng([settings.seed, TRAIN_STREAM, step])
         batch = make_batch(rows, settings.objective, rng, settings.mask_ratio)
-        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
+        out = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        )
         loss_sum, n_scored = masked_lm_loss_sum(out.logits, batch.labels)
         loss = loss_sum / max(n_scored, 1)
         loss.backward()
@@ -231,7 +234,10 @@ def train_run(
                 mask_ratio=settings.mask_ratio,
                 eval_seed=settings.eval_seed,
             )
-            log(f"step {step + 1}/{total_steps} tokens={num_tokens} train_loss={train_loss:.4f} val_loss={val_loss:.4f}")
+            log(
+                f"step {step + 1}/{total_steps} tokens={num_tokens} "
+                f"train_loss={train_loss:.4f} val_loss={val_loss:.4f}"
+            )
         records.append(
             {
                 "step": step + 1,

@@ -139,41 +139,66 @@ def _char_issue(record: FastaRecord, seq: str, index: int) -> Issue:
     where = f"{char!r} at position {pos}"
     if char == "*" and index == len(seq) - 1:
         reason = "terminal_stop"
-        detail = (f"terminal stop {where}. Fix: remove it, set validate.strip_terminal_stop: true, "
-                  f"{_DROP_HINT}")
+        detail = (
+            f"terminal stop {where}. Fix: remove it, set validate.strip_terminal_stop: true, {_DROP_HINT}"
+        )
     elif char == "*":
         reason = "internal_stop"
-        detail = (f"internal stop codon {where} (not in the ESM-2 alphabet {ESM_RESIDUES}). Fix: remove or "
-                  f"replace the residue (e.g. with X), {_DROP_HINT}")
+        detail = (
+            f"internal stop codon {where} (not in the ESM-2 alphabet {ESM_RESIDUES}). Fix: remove or "
+            f"replace the residue (e.g. with X), {_DROP_HINT}"
+        )
     elif char in _GAPS:
         reason = "gap"
-        detail = (f"gap character {where}; aligned input is not accepted. Fix: remove gaps (unalign the "
-                  f"sequences), {_DROP_HINT}")
+        detail = (
+            f"gap character {where}; aligned input is not accepted. Fix: remove gaps (unalign the "
+            f"sequences), {_DROP_HINT}"
+        )
     elif char.isdigit():
         reason = "digit"
-        detail = (f"digit {where} (not in the ESM-2 alphabet {ESM_RESIDUES}). Fix: remove the numbering, "
-                  f"{_DROP_HINT}")
+        detail = (
+            f"digit {where} (not in the ESM-2 alphabet {ESM_RESIDUES}). Fix: remove the numbering, "
+            f"{_DROP_HINT}"
+        )
     elif "a" <= char <= "z":
         reason = "lowercase"
-        detail = (f"lowercase residue {where}. Fix: uppercase the sequence, set validate.uppercase: true, "
-                  f"{_DROP_HINT}")
+        detail = (
+            f"lowercase residue {where}. Fix: uppercase the sequence, set validate.uppercase: true, "
+            f"{_DROP_HINT}"
+        )
     else:
         reason = "invalid_character"
-        detail = (f"invalid character {where} (not in the ESM-2 alphabet {ESM_RESIDUES}). Fix: remove or "
-                  f"replace the residue, {_DROP_HINT}")
+        detail = (
+            f"invalid character {where} (not in the ESM-2 alphabet {ESM_RESIDUES}). Fix: remove or "
+            f"replace the residue, {_DROP_HINT}"
+        )
     return Issue(record.id, record.line, reason, "dropped", pos, char, detail)
 
 
 def _length_issue(record: FastaRecord, length: int, policy: ValidationPolicy) -> Issue | None:
     """Return a dropped issue if ``length`` is outside the policy's bounds."""
     if length < policy.min_length:
-        return Issue(record.id, record.line, "too_short", "dropped", detail=(
-            f"length {length} is below validate.min_length {policy.min_length}. Fix: lower "
-            f"validate.min_length, {_DROP_HINT}"))
+        return Issue(
+            record.id,
+            record.line,
+            "too_short",
+            "dropped",
+            detail=(
+                f"length {length} is below validate.min_length {policy.min_length}. Fix: lower "
+                f"validate.min_length, {_DROP_HINT}"
+            ),
+        )
     if policy.max_length is not None and length > policy.max_length:
-        return Issue(record.id, record.line, "too_long", "dropped", detail=(
-            f"length {length} exceeds validate.max_length {policy.max_length}. Fix: raise or unset "
-            f"validate.max_length, {_DROP_HINT}"))
+        return Issue(
+            record.id,
+            record.line,
+            "too_long",
+            "dropped",
+            detail=(
+                f"length {length} exceeds validate.max_length {policy.max_length}. Fix: raise or unset "
+                f"validate.max_length, {_DROP_HINT}"
+            ),
+        )
     return None
 
 
@@ -184,8 +209,9 @@ def _normalise(record: FastaRecord, policy: ValidationPolicy) -> tuple[str, list
     if policy.uppercase:
         match = _LOWER_RE.search(seq)
         if match is not None:
-            changes.append(Issue(record.id, record.line, "lowercase", "changed", match.start() + 1,
-                                 match.group()))
+            changes.append(
+                Issue(record.id, record.line, "lowercase", "changed", match.start() + 1, match.group())
+            )
             seq = seq.translate(_ASCII_UPPER)  # ASCII only: str.upper() could change the length ('ß')
     if policy.strip_terminal_stop and seq.endswith("*"):
         changes.append(Issue(record.id, record.line, "terminal_stop", "changed", len(seq), "*"))
@@ -201,14 +227,36 @@ def _check_record(
     if first_line is None:
         first_seen[record.id] = record.line
     else:
-        return record.sequence, [], Issue(record.id, record.line, "duplicate_id", "dropped", detail=(
-            f"duplicate ID; first occurrence at line {first_line}. Fix: make record IDs unique, "
-            f"{_DROP_HINT}"))
+        return (
+            record.sequence,
+            [],
+            Issue(
+                record.id,
+                record.line,
+                "duplicate_id",
+                "dropped",
+                detail=(
+                    f"duplicate ID; first occurrence at line {first_line}. Fix: make record IDs unique, "
+                    f"{_DROP_HINT}"
+                ),
+            ),
+        )
     seq, changes = _normalise(record, policy)
     if not seq:
-        return seq, changes, Issue(record.id, record.line, "empty", "dropped", detail=(
-            f"empty sequence{' after stripping the terminal stop' if record.sequence else ''}. "
-            f"Fix: remove the record or add its sequence, {_DROP_HINT}"))
+        return (
+            seq,
+            changes,
+            Issue(
+                record.id,
+                record.line,
+                "empty",
+                "dropped",
+                detail=(
+                    f"empty sequence{' after stripping the terminal stop' if record.sequence else ''}. "
+                    f"Fix: remove the record or add its sequence, {_DROP_HINT}"
+                ),
+            ),
+        )
     bad = _INVALID_RE.search(seq)
     if bad is not None:
         return seq, changes, _char_issue(record, seq, bad.start())
