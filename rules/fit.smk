@@ -12,6 +12,7 @@ rule fit:
         fits="results/fits/{objective}.json",
     params:
         approach1_bins=config["fit"]["approach1_bins"],
+        approach2_exclude_edge=config["fit"]["approach2_exclude_edge"],
         approach3_grid=config["fit"]["approach3_grid"],
         huber_delta=config["fit"]["huber_delta"],
         code=CODE["fit"],

@@ -9,5 +9,6 @@ with logged(snakemake.log[0]):
         list(snakemake.input.evals), list(snakemake.input.dones), list(snakemake.input.metrics),
         runs_out=snakemake.output.runs, curves_out=snakemake.output.curves, fits_out=snakemake.output.fits,
         objective=snakemake.wildcards.objective, approach1_bins=p.approach1_bins,
+        approach2_exclude_edge=p.approach2_exclude_edge,
         approach3_grid=p.approach3_grid, huber_delta=p.huber_delta,
     )  # fmt: skip

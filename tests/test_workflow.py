@@ -190,3 +190,36 @@ def test_paper_config_dry_run_lists_the_full_grid(tmp_path):
     trained = {(w["objective"], w["budget"], w["shape"]) for rule, w in jobs if rule == "train"}
     assert trained == {(p.objective, p.budget, p.shape_name) for p in points}
     assert ("mlm", "1e21", "s7.2b") in trained
+
+
+def _config_with_url_source(tmp_path: Path, checksum: str) -> Path:
+    fasta = tmp_path / "extra.fasta"
+    if not fasta.exists():
+        fasta.write_text(">x1\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ*\n>x2\nMEEPQSDPSVEPPLSQETFSDLWKLLPENNV\n")
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config["sources"]["extra"] = {"kind": "url", "url": f"file://{fasta}", "sha256": checksum}
+    path = tmp_path / f"url-{checksum[:6]}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_url_source_is_downloaded_verified_and_validated(tmp_path):
+    import hashlib
+
+    body = b">x1\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ*\n>x2\nMEEPQSDPSVEPPLSQETFSDLWKLLPENNV\n"
+    (tmp_path / "extra.fasta").write_bytes(body)
+    good = _config_with_url_source(tmp_path, hashlib.sha256(body).hexdigest())
+    wd = tmp_path / "wd"
+    snakemake(wd, "--cores", "1", "results/validate/extra.fasta", config=good, timeout=300)
+    assert (wd / "resources/download/extra.fasta").read_bytes() == body
+    report = json.loads((wd / "results/validate/extra.report.json").read_text())
+    assert (report["n_kept"], report["changed_by_reason"]) == (2, {"terminal_stop": 1})
+
+    bad = _config_with_url_source(tmp_path, "0" * 64)
+    wd2 = tmp_path / "wd2"
+    target = "resources/download/extra.fasta"
+    proc = snakemake(wd2, "--cores", "1", target, config=bad, check=False, timeout=300)
+    assert proc.returncode != 0
+    assert "checksum mismatch" in (wd2 / "logs/download/extra.log").read_text()
+    assert not (wd2 / "resources/download/extra.fasta").exists()
+    assert not (wd2 / "resources/download/extra.fasta.part").exists()

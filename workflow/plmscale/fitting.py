@@ -26,7 +26,13 @@ def _attempt(method: str, fn, *args, **kwargs) -> dict[str, Any]:
 
 
 def fit_tables(
-    runs: pl.DataFrame, curves: pl.DataFrame, *, approach1_bins: int, approach3_grid: str, huber_delta: float
+    runs: pl.DataFrame,
+    curves: pl.DataFrame,
+    *,
+    approach1_bins: int,
+    approach2_exclude_edge: bool,
+    approach3_grid: str,
+    huber_delta: float,
 ) -> dict[str, Any]:
     """All three approaches on one objective's final runs (2, 3) and learning curves (1)."""
     grid = fits.Approach3Grid.small() if approach3_grid == "small" else fits.Approach3Grid()
@@ -42,6 +48,7 @@ def fit_tables(
             runs["flops_budget"].to_numpy(),
             runs["n_params"].to_numpy(),
             runs["val_loss"].to_numpy(),
+            exclude_edge=approach2_exclude_edge,
         ),
         "approach3": _attempt(
             "approach3",
@@ -71,6 +78,7 @@ def fit_objective(
     fits_out: str,
     objective: str,
     approach1_bins: int,
+    approach2_exclude_edge: bool,
     approach3_grid: str,
     huber_delta: float,
 ) -> dict[str, Any]:
@@ -80,9 +88,15 @@ def fit_objective(
         "objective": objective,
         "n_runs": runs.height,
         "budgets": sorted(set(runs["flops_budget"].to_list())),
-        **fit_tables(runs, curves, approach1_bins=approach1_bins, approach3_grid=approach3_grid,
-                     huber_delta=huber_delta),
-    }  # fmt: skip
+        **fit_tables(
+            runs,
+            curves,
+            approach1_bins=approach1_bins,
+            approach2_exclude_edge=approach2_exclude_edge,
+            approach3_grid=approach3_grid,
+            huber_delta=huber_delta,
+        ),
+    }
     _write_parquet(runs, runs_out)
     _write_parquet(curves, curves_out)
     write_json_atomic(fits_out, result)
