@@ -79,8 +79,18 @@ def optimal_figure(fit: dict[str, Any], objective: str):
         a2 = fit.get("approach2", {})
         usable = [b for b in a2.get("budgets", []) if b.get(key)]
         if usable:
+            inner = [b for b in usable if not b.get("at_edge")]
+            edge = [b for b in usable if b.get("at_edge")]
+            color = styles["approach2"][1]
+            ax.plot([b["budget"] for b in inner], [b[key] for b in inner], "o", color=color)
+            edge_label = "approach2: minimum at grid edge" + (" (excluded)" if a2.get("exclude_edge") else "")
             ax.plot(
-                [b["budget"] for b in usable], [b[key] for b in usable], "o", color=styles["approach2"][1]
+                [b["budget"] for b in edge],
+                [b[key] for b in edge],
+                "o",
+                mfc="none",
+                color=color,
+                label=edge_label,
             )
             cs += [b["budget"] for b in usable]
         if not cs:
