@@ -7,6 +7,7 @@ the width, budgets that buy enough steps) and raises ``ValueError`` naming the k
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -174,7 +175,7 @@ def _with_defaults(validator_cls):
         if isinstance(instance, dict):
             for key, sub in properties.items():
                 if "default" in sub and key not in instance:
-                    instance[key] = sub["default"]
+                    instance[key] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
