@@ -20,6 +20,7 @@ include: "rules/train.smk"
 include: "rules/fit.smk"
 include: "rules/downstream.smk"
 include: "rules/plots.smk"
+include: "rules/paper.smk"
 
 
 report: "rules/report/workflow.rst"

@@ -1,4 +1,8 @@
-"""Command line: ``plmscale summary results/summary.json`` prints the study's headline numbers."""
+"""Command line.
+
+- ``plmscale summary [results/summary.json]``: the headline numbers of a finished study.
+- ``plmscale plan --flops 1e21 --objective mlm``: what to train for a budget, from a fit result.
+"""
 
 from __future__ import annotations
 
@@ -43,12 +47,70 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_summary = sub.add_parser("summary", help="print fitted exponents and best runs of a finished study")
     p_summary.add_argument("path", nargs="?", default="results/summary.json", type=Path)
+    p_plan = sub.add_parser("plan", help="N_opt, D_opt, predicted loss, nearest shape and cost for a budget")
+    p_plan.add_argument("--flops", type=float, required=True, help="training compute budget C in FLOPs")
+    p_plan.add_argument("--objective", choices=("clm", "mlm"), required=True)
+    p_plan.add_argument(
+        "--fit",
+        type=Path,
+        help="fit JSON (default: results/paper/fits/<objective>.json, else results/fits/<objective>.json)",
+    )
+    p_plan.add_argument("--method", default="approach3", choices=("approach1", "approach2", "approach3"))
+    p_plan.add_argument("--tokens-per-step", type=int, default=524_288, help="tokens per optimizer step")
+    p_plan.add_argument("--context", type=int, default=1024, help="tokens per sequence (attention FLOPs)")
+    p_plan.add_argument(
+        "--peak-flops",
+        type=float,
+        default=989e12,
+        help="device peak FLOP/s (default: H100 SXM bf16 dense, 989 TFLOP/s)",
+    )
+    p_plan.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation to assume (0-1]")
+    p_plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     args = parser.parse_args(argv)
+    if args.command == "plan":
+        return _plan(args)
     if args.command == "summary":
         if not args.path.is_file():
             print(f"no summary at {args.path}: run the workflow first (make run)", file=sys.stderr)
             return 2
         print(format_summary(json.loads(args.path.read_text())))
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from plmscale.planner import format_plan, plan
+
+    path = args.fit
+    if path is None:
+        candidates = [
+            Path(f"results/paper/fits/{args.objective}.json"),
+            Path(f"results/fits/{args.objective}.json"),
+        ]
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            print(
+                "no fit result found: run `snakemake paper_figures` or `make run`, or pass --fit",
+                file=sys.stderr,
+            )
+            return 2
+    if not 0 < args.mfu <= 1:
+        print(f"--mfu {args.mfu} must be in (0, 1]", file=sys.stderr)
+        return 2
+    try:
+        result = plan(
+            json.loads(path.read_text()),
+            flops=args.flops,
+            objective=args.objective,
+            method=args.method,
+            tokens_per_step=args.tokens_per_step,
+            device_peak_flops=args.peak_flops,
+            mfu=args.mfu,
+            context=args.context,
+        )
+    except ValueError as err:
+        print(f"plmscale plan: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_dict(), indent=2) if args.json else f"fit: {path}\n{format_plan(result)}")
     return 0
 
 

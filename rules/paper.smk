@@ -1,0 +1,126 @@
+# Reproduction of the paper's laws and figures from the authors' released validation logs.
+# Target: `snakemake paper_figures` (not part of `all`: it downloads the published logs).
+
+PAPER_OBJECTIVES = ("clm", "mlm")
+PAPER_FIGURES = ("isoflop", "optimal_allocation", "loss_vs_compute", "extrapolation")
+PAPER_EXTRA_FIGURES = ("ur50_vs_unimeta", "mask_ratio", "transfer")
+
+
+rule paper_logs:
+    output:
+        "resources/paper_logs/manifest.json",
+    params:
+        manifest=str(Path(workflow.basedir) / "config" / "paper_logs.sha256.tsv"),
+        base_url=config["paper"]["base_url"],
+    retries: 2
+    log:
+        "logs/paper/fetch.log",
+    script:
+        "../scripts/paper_fetch.py"
+
+
+rule paper_tables:
+    input:
+        "resources/paper_logs/manifest.json",
+    output:
+        points="results/paper/points.parquet",
+        finals="results/paper/finals.parquet",
+        mismatches="results/paper/size_mismatches.tsv",
+        mask_ratio="results/paper/mask_ratio.parquet",
+        transfer="results/paper/transfer.parquet",
+        ur50="results/paper/ur50.parquet",
+    params:
+        last_k=config["paper"]["last_k"],
+        code=code_digest("paper_logs", "paper"),
+    log:
+        "logs/paper/tables.log",
+    script:
+        "../scripts/paper_tables.py"
+
+
+rule paper_fit:
+    input:
+        points="results/paper/points.parquet",
+        finals="results/paper/finals.parquet",
+    output:
+        "results/paper/fits/{objective}.json",
+    params:
+        n_bootstrap=config["paper"]["n_bootstrap"],
+        seed=config["paper"]["seed"],
+        approach1_bins=config["paper"]["approach1_bins"],
+        approach2_exclude_edge=config["paper"]["approach2_exclude_edge"],
+        approach3_grid=config["paper"]["approach3_grid"],
+        extrapolation_cutoff=config["paper"]["extrapolation_cutoff"],
+        code=code_digest("paper", "fits"),
+    log:
+        "logs/paper/fit_{objective}.log",
+    script:
+        "../scripts/paper_fit.py"
+
+
+rule paper_coefficients:
+    input:
+        expand("results/paper/fits/{objective}.json", objective=PAPER_OBJECTIVES),
+    output:
+        csv="results/paper/coefficients.csv",
+        md=report("results/paper/coefficients.md", caption="report/paper_coefficients.rst", category="Paper reproduction"),
+    params:
+        code=code_digest("paper"),
+    log:
+        "logs/paper/coefficients.log",
+    script:
+        "../scripts/paper_coefficients.py"
+
+
+rule paper_plots:
+    input:
+        points="results/paper/points.parquet",
+        finals="results/paper/finals.parquet",
+        fits=expand("results/paper/fits/{objective}.json", objective=PAPER_OBJECTIVES),
+        mask_ratio="results/paper/mask_ratio.parquet",
+        transfer="results/paper/transfer.parquet",
+        ur50="results/paper/ur50.parquet",
+    output:
+        **{
+            f"{objective}_{fig}_{ext}": (
+                report(
+                    f"results/paper/figures/{objective}_{fig}.{ext}",
+                    caption=f"report/paper_{fig}.rst",
+                    category="Paper reproduction",
+                    labels={"objective": objective, "figure": fig},
+                )
+                if ext == "png"
+                else f"results/paper/figures/{objective}_{fig}.{ext}"
+            )
+            for objective in PAPER_OBJECTIVES
+            for fig in PAPER_FIGURES
+            for ext in ("png", "svg")
+        },
+        **{
+            f"{fig}_{ext}": (
+                report(
+                    f"results/paper/figures/{fig}.{ext}",
+                    caption=f"report/paper_{fig}.rst",
+                    category="Paper reproduction",
+                    labels={"objective": "both", "figure": fig},
+                )
+                if ext == "png"
+                else f"results/paper/figures/{fig}.{ext}"
+            )
+            for fig in PAPER_EXTRA_FIGURES
+            for ext in ("png", "svg")
+        },
+    params:
+        dpi=config["plots"]["dpi"],
+        code=code_digest("paper", "plots"),
+    log:
+        "logs/paper/plots.log",
+    script:
+        "../scripts/paper_plots.py"
+
+
+rule paper_figures:
+    input:
+        rules.paper_plots.output,
+        "results/paper/coefficients.csv",
+        "results/paper/size_mismatches.tsv",

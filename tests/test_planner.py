@@ -1,0 +1,222 @@
+"""Tests of plmscale.planner against closed forms and hand-computed plans."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from plmscale import planner
+from plmscale.fits import Approach3Grid, approach2, approach2_bootstrap, approach3, approach3_bootstrap
+from plmscale.flops import ModelShape, n_params_non_embedding
+
+E, A, B, ALPHA, BETA = 1.8, 400.0, 400.0, 0.5, 0.5
+H100_BF16 = 9.89e14
+
+
+def symmetric_fit() -> dict:
+    """alpha = beta, A = B: G = 1 and N_opt = D_opt = sqrt(C / 6) (Hoffmann eq. 4), written by hand."""
+    law = {"coefficient": 6**-0.5, "exponent": 0.5}
+    return {
+        "objective": "clm",
+        "approach1": {"method": "approach1", "skipped_reason": "only 1 envelope point(s) from 3 points"},
+        "approach2": {
+            "method": "approach2",
+            "budgets": [],
+            "n_opt": None,
+            "d_opt": None,
+            "law_reason": "1 usable budget(s) of 3; power laws need >= 2",
+            "exclude_edge": False,
+        },
+        "approach3": {"method": "approach3", "E": E, "A": A, "B": B, "alpha": ALPHA, "beta": BETA,
+                      "n_opt": dict(law), "d_opt": dict(law), "law_reason": None},
+    }  # fmt: skip
+
+
+PLAN_KW = {"objective": "clm", "tokens_per_step": 512 * 1024, "device_peak_flops": H100_BF16, "mfu": 0.4,
+           "context": 1024}  # fmt: skip
+
+
+def loss_at(n: float, d: float) -> float:
+    return E + A / n**ALPHA + B / d**BETA
+
+
+def test_plan_closed_form_and_shape():
+    c = 1e20
+    p = planner.plan(symmetric_fit(), flops=c, **PLAN_KW)
+    n_opt = math.sqrt(c / 6)  # 4.0825e9
+    assert p.method == "approach3"
+    assert p.n_opt == pytest.approx(n_opt, rel=1e-12)
+    assert p.d_opt == pytest.approx(n_opt, rel=1e-12)
+    assert p.predicted_loss_at_optimum == pytest.approx(E + 2 * A / math.sqrt(n_opt), rel=1e-12)
+    # the shape: exact N, aspect ratio in range, within 3% of N_opt (the grid is dense at 4e9: the closest
+    # in-range shape is within 0.01%, and the rule allows 2% more to pick a central aspect ratio)
+    s = p.shape
+    assert p.n_params == n_params_non_embedding(s, 33)
+    assert 32 <= s.width / s.layers <= 256
+    assert abs(math.log(p.n_params / n_opt)) < math.log(1.03)
+    assert s.width % 64 == 0 and s.head_dim in (64, 128) and s.width % s.heads == 0
+    # D, steps and GPU-hours follow from the exact N
+    d = c / (6 * p.n_params)
+    assert p.num_tokens == pytest.approx(d, rel=1e-12)
+    assert p.steps == math.ceil(d / (512 * 1024))
+    fpt = 6 * p.n_params + 12 * s.layers * s.width * 1024
+    assert p.gpu_hours == pytest.approx(fpt * d / (H100_BF16 * 0.4) / 3600, rel=1e-12)
+    assert p.predicted_loss == pytest.approx(loss_at(p.n_params, d), rel=1e-12)
+    assert p.loss_interval is None and "no approach3 bootstrap" in p.loss_interval_kind
+    assert p.notes == ()
+    d_out = p.to_dict()
+    assert d_out["method"] == "approach3" and d_out["shape"]["layers"] == s.layers
+    assert json.loads(json.dumps(d_out, allow_nan=False)) == d_out
+    text = planner.format_plan(p)
+    for needle in ("method: approach3", "params", "tokens", "GPU-hours", "40% MFU", "nats/token", "CLM"):
+        assert needle in text
+
+
+def test_plan_hand_computed_with_given_shapes():
+    """shapes = [1 x 512 (aspect 512, out of range), 2 x 128 (aspect 64)]: the in-range shape wins.
+    N(2 x 128, vocab 33) by hand: per block 4 (128^2 + 128) + 4*128 + 2*128*512 + 512 + 128 = 198,272;
+    outside 2*128 + 2*128 + (128^2 + 128) + 2*128 + 33 = 17,313; N = 2 * 198,272 + 17,313 = 413,857."""
+    shapes = [ModelShape(1, 512, 8), ModelShape(2, 128, 2)]
+    c = 1e17
+    p = planner.plan(symmetric_fit(), flops=c, objective="clm", tokens_per_step=64 * 512,
+                     device_peak_flops=1e14, mfu=0.5, context=512, shapes=shapes)  # fmt: skip
+    assert p.shape == ModelShape(2, 128, 2)
+    assert p.n_params == 413_857
+    d = 1e17 / (6 * 413_857)  # 4.0272e10 tokens
+    assert p.num_tokens == pytest.approx(d)
+    assert p.steps == 1_228_991  # ceil(4.0271559e10 / 32768)
+    # (6 N + 12 L d T) = 2,483,142 + 1,572,864 = 4,056,006 FLOPs/token
+    assert p.flops_per_token == 4_056_006
+    assert p.gpu_hours == pytest.approx(4_056_006 * d / (1e14 * 0.5) / 3600, rel=1e-12)  # 0.9075 h
+    assert p.gpu_hours == pytest.approx(0.90745, abs=1e-5)
+    # N_opt = sqrt(1e17 / 6) = 1.29e8 is far from both shapes: said in a note
+    assert any("outside the shape search space" in n for n in p.notes)
+
+
+def test_nearest_shape_rule_against_brute_force():
+    shapes = planner.candidate_shapes()
+    assert len(shapes) == 96 * 256
+    for target in (3e6, 8.5e7, 6.5e8, 1.2e10):
+        s, n = planner.nearest_shape(target)
+        in_range = [x for x in shapes if 32 <= x.width / x.layers <= 256]
+        best = min(abs(math.log(n_params_non_embedding(x, 33) / target)) for x in in_range)
+        assert 32 <= s.width / s.layers <= 256
+        assert n == n_params_non_embedding(s, 33)
+        assert abs(math.log(n / target)) <= best + math.log(1.02) + 1e-12
+        assert s.head_dim == (128 if s.width >= 2048 and s.width % 128 == 0 else 64)
+    with pytest.raises(ValueError, match="n_target"):
+        planner.nearest_shape(0.0)
+    with pytest.raises(ValueError, match="shapes is empty"):
+        planner.nearest_shape(1e8, shapes=[])
+
+
+def test_missing_law_errors_name_the_fix():
+    fit = symmetric_fit()
+    with pytest.raises(ValueError, match=r"approach2 has no N_opt law in this fit: 1 usable budget.*; "
+                                         r"use --method approach3"):  # fmt: skip
+        planner.plan(fit, flops=1e20, method="approach2", **PLAN_KW)
+    with pytest.raises(ValueError, match="approach1 has no N_opt law in this fit: only 1 envelope"):
+        planner.plan(fit, flops=1e20, method="approach1", **PLAN_KW)
+    del fit["approach3"]
+    with pytest.raises(ValueError, match="absent from the fit result; no method in this fit has a law"):
+        planner.plan(fit, flops=1e20, **PLAN_KW)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"method": "approach4"}, "method must be one of"),
+        ({"objective": "mlm"}, "fit_result is for objective 'clm'"),
+        ({"mfu": 40.0}, r"mfu must be a fraction.*0\.4"),
+        ({"flops": -1.0}, "flops must be a finite positive"),
+        ({"tokens_per_step": 0}, "tokens_per_step must be a positive integer"),
+    ],
+)
+def test_plan_argument_errors(change, match):
+    kw = {**PLAN_KW, "flops": 1e20, **change}
+    with pytest.raises(ValueError, match=match):
+        planner.plan(symmetric_fit(), **kw)
+
+
+def test_loss_interval_from_samples_and_from_percentiles():
+    fit = symmetric_fit()
+    draws = {"E": [1.7, 1.8, 1.9, 1.75, 1.85], "A": [380.0, 400.0, 420.0, 390.0, 410.0],
+             "B": [390.0, 400.0, 410.0, 420.0, 380.0], "alpha": [0.49, 0.5, 0.51, 0.5, 0.5],
+             "beta": [0.5, 0.5, 0.5, 0.49, 0.51]}  # fmt: skip
+    fit["approach3"]["bootstrap"] = {"samples": draws}
+    p = planner.plan(fit, flops=1e20, **PLAN_KW)
+    n, d = p.n_params, p.num_tokens
+    per_draw = [e + a / n**al + b / d**be for e, a, b, al, be in zip(*draws.values(), strict=True)]
+    lo, med, hi = np.percentile(per_draw, [2.5, 50, 97.5])
+    assert p.loss_interval == pytest.approx({"lo": lo, "median": med, "hi": hi}, rel=1e-12)
+    assert "5 resampled refits" in p.loss_interval_kind
+    # only marginal percentiles (Approach3BootstrapResult.to_dict() layout): conservative box bounds
+    pct = {k: {"p2.5": min(v), "p50": float(np.median(v)), "p97.5": max(v)} for k, v in draws.items()}
+    fit["approach3"]["bootstrap"] = {"percentiles": pct}
+    p = planner.plan(fit, flops=1e20, **PLAN_KW)
+    box_lo = 1.7 + 380 / n**0.51 + 380 / d**0.51
+    box_hi = 1.9 + 420 / n**0.49 + 420 / d**0.49
+    assert p.loss_interval["lo"] == pytest.approx(box_lo, rel=1e-12)
+    assert p.loss_interval["hi"] == pytest.approx(box_hi, rel=1e-12)
+    assert p.loss_interval["lo"] < p.predicted_loss < p.loss_interval["hi"]
+    assert "conservative" in p.loss_interval_kind
+    assert p.to_dict()["loss_interval"]["median"] is None  # not defined for bounds
+    assert "95%" in planner.format_plan(p)
+
+
+def test_n_opt_interval_from_law_samples():
+    fit = symmetric_fit()
+    ks, ps = [0.3, 0.4, 0.5, 0.45], [0.51, 0.5, 0.49, 0.5]
+    fit["approach3"]["bootstrap"] = {"samples": {"n_opt_coefficient": ks, "n_opt_exponent": ps}}
+    p = planner.plan(fit, flops=1e20, **PLAN_KW)
+    vals = [k * 1e20**q for k, q in zip(ks, ps, strict=True)]
+    lo, med, hi = np.percentile(vals, [2.5, 50, 97.5])
+    assert p.n_opt_interval == pytest.approx({"lo": lo, "median": med, "hi": hi}, rel=1e-12)
+    assert p.n_opt_interval["lo"] < p.n_opt < p.n_opt_interval["hi"]
+
+
+def law(n, d, e=1.69, a=406.4, b=410.7, alpha=0.34, beta=0.28):
+    return e + a * np.power(n, -alpha) + b * np.power(d, -beta)
+
+
+def test_plan_with_real_fit_and_bootstrap_dicts():
+    """The planner reads the dicts fits.py writes: approach2 with a LawBootstrapResult (samples), approach3
+    with an Approach3BootstrapResult (percentiles only)."""
+    budgets = np.geomspace(1e18, 1e21, 6)
+    ratios = np.geomspace(1 / 8, 8, 7)
+    n_true = 0.1 * budgets**0.45  # only the grid's centre; the law itself is Hoffmann's
+    c = np.repeat(budgets, len(ratios))
+    n = np.concatenate([nb * ratios for nb in n_true])
+    d = c / (6 * n)
+    loss = law(n, d) * np.exp(0.003 * np.random.default_rng(2).standard_normal(len(n)))
+    a3 = approach3(n, d, loss, init_grid=Approach3Grid.small())
+    b2 = approach2_bootstrap(c, n, loss, n_resamples=40, seed=0)
+    b3 = approach3_bootstrap(
+        n, d, loss, n_resamples=8, seed=0, full_fit=a3, grid=Approach3Grid.small(), n_grid_starts=1
+    )
+    fit = {
+        "objective": "mlm",
+        "approach2": {**approach2(c, n, loss).to_dict(), "bootstrap": b2.to_dict()},
+        "approach3": {**a3.to_dict(), "bootstrap": b3.to_dict()},
+    }
+    fit = json.loads(json.dumps(fit))  # as read back from the JSON file
+    p2 = planner.plan(fit, flops=3e21, method="approach2", **{**PLAN_KW, "objective": "mlm"})
+    assert p2.n_opt_interval is not None and p2.n_opt_interval["lo"] < p2.n_opt < p2.n_opt_interval["hi"]
+    assert any("Approach 3's L(N, D) at the approach2 allocation" in note for note in p2.notes)
+    assert p2.loss_interval is not None and "conservative" in p2.loss_interval_kind
+    # the paper layout: bootstraps at top level as "<method>_bootstrap" give the same plan
+    paper_layout = {"objective": "mlm"}
+    for m in ("approach2", "approach3"):
+        paper_layout[m] = {k: v for k, v in fit[m].items() if k != "bootstrap"}
+        paper_layout[f"{m}_bootstrap"] = fit[m]["bootstrap"]
+    paper_layout["approach1_bootstrap"] = {"method": "approach1_bootstrap", "skipped_reason": "no curves"}
+    p2_paper = planner.plan(paper_layout, flops=3e21, method="approach2", **{**PLAN_KW, "objective": "mlm"})
+    assert p2_paper.to_dict() == p2.to_dict()
+    assert planner.bootstrap_of(paper_layout, "approach1") is None
+    p3 = planner.plan(fit, flops=3e21, **{**PLAN_KW, "objective": "mlm"})
+    assert "no per-resample samples" in p3.n_opt_interval_kind  # Approach3BootstrapResult stores none
+    assert p3.n_opt == pytest.approx(a3.n_opt(3e21), rel=1e-12)
+    assert p3.predicted_loss == pytest.approx(a3.predict(p3.n_params, p3.num_tokens), rel=1e-12)
+    assert p3.loss_interval["lo"] <= p3.predicted_loss <= p3.loss_interval["hi"]

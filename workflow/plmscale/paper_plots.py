@@ -1,0 +1,296 @@
+"""Figures of the paper reproduced from the published logs: IsoFLOP profiles, compute-optimal
+allocation with bootstrap bands, loss vs compute, the extrapolation check, UniRef50 vs UniMeta learning
+curves (the paper's Figure 1), the mask-ratio ablation and CLM<->MLM transfer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+
+from plmscale.plots import TITLES, _budget_colors, _law_label, _save
+
+METHOD_COLORS = {"approach1": "tab:blue", "approach2": "tab:orange", "approach3": "tab:green"}
+
+
+def isoflop(finals: pl.DataFrame, fit: dict[str, Any], objective: str):
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    iso = finals.filter(pl.col("budget_flops").is_not_null())
+    budgets = sorted(set(iso["budget_flops"].to_list()))
+    colors = _budget_colors(budgets)
+    a2 = {b["budget"]: b for b in fit.get("approach2", {}).get("budgets", [])}
+    for budget in budgets:
+        sub = iso.filter(pl.col("budget_flops") == budget).sort("n_params")
+        ax.plot(sub["n_params"], sub["loss"], "o", ms=4, color=colors[budget], label=f"{budget:.0e}")
+        info = a2.get(budget) or {}
+        if info.get("coefficients"):
+            c2, c1, c0 = info["coefficients"]
+            x = np.geomspace(sub["n_params"].min(), sub["n_params"].max(), 80)
+            ax.plot(x, c2 * np.log(x) ** 2 + c1 * np.log(x) + c0, "-", lw=1, color=colors[budget])
+            if info.get("n_opt"):
+                ax.plot(
+                    info["n_opt"],
+                    info["loss_opt"],
+                    "x" if info.get("at_edge") else "*",
+                    color="crimson",
+                    ms=9,
+                )
+    ax.set_xscale("log")
+    ax.set_xlabel("non-embedding parameters N")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title(f"IsoFLOP profiles from the published logs, {TITLES[objective]} — Approach 2")
+    ax.legend(fontsize=7, ncol=2, title="budget C (FLOPs); ★ N_opt, × edge", title_fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def optimal(fit: dict[str, Any], objective: str):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    bands = fit.get("approach2_bands", {})
+    published = fit.get("published", {})
+    for ax, (law, unit) in zip(axes, (("n_opt", "parameters N_opt"), ("d_opt", "tokens D_opt")), strict=True):
+        band = bands.get(law)
+        if band:
+            ax.fill_between(
+                band["flops"],
+                band["lo"],
+                band["hi"],
+                color="tab:orange",
+                alpha=0.2,
+                label="approach2 95% bootstrap band",
+            )
+        budgets = [b for b in fit.get("approach2", {}).get("budgets", []) if b.get(law)]
+        ax.plot(
+            [b["budget"] for b in budgets if not b["at_edge"]],
+            [b[law] for b in budgets if not b["at_edge"]],
+            "o",
+            color="tab:orange",
+        )
+        ax.plot(
+            [b["budget"] for b in budgets if b["at_edge"]],
+            [b[law] for b in budgets if b["at_edge"]],
+            "o",
+            mfc="none",
+            color="tab:orange",
+            label="approach2: minimum at grid edge",
+        )
+        env = fit.get("approach1", {}).get("envelope")
+        if env:
+            ax.plot(
+                env["flops"],
+                env["n_params"] if law == "n_opt" else env["num_tokens"],
+                "s",
+                ms=3,
+                color="tab:blue",
+                alpha=0.4,
+            )
+        c = np.geomspace(1e17, 1e22, 60)
+        for method, color in METHOD_COLORS.items():
+            res = fit.get(method, {}).get(law)
+            if res:
+                ax.plot(
+                    c,
+                    res["coefficient"] * c ** res["exponent"],
+                    "-",
+                    color=color,
+                    label=f"{method}: {_law_label(law.upper(), res)}",
+                )
+        if published:
+            key = "n_opt_exponent" if law == "n_opt" else "d_opt_exponent"
+            ax.text(
+                0.02,
+                0.97,
+                f"published exponent {published[key]} ({published['source']})",
+                transform=ax.transAxes,
+                fontsize=6,
+                va="top",
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training compute C (FLOPs, 6ND)")
+        ax.set_ylabel(unit)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6, loc="lower right")
+    fig.suptitle(
+        f"Compute-optimal allocation from the published logs, {TITLES[objective]} — Approaches 1, 2, 3"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def loss_vs_compute(points: pl.DataFrame, fit: dict[str, Any], objective: str):
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    for run in points["run"].unique(maintain_order=True).to_list():
+        sub = points.filter(pl.col("run") == run).sort("flops")
+        ax.plot(sub["flops"], sub["loss"], "-", lw=0.5, color="0.65")
+    a1 = fit.get("approach1", {})
+    env = a1.get("envelope")
+    if env:
+        ax.plot(env["flops"], env["loss"], "o", ms=3, color="tab:red", label="minimum-loss envelope")
+        if a1.get("loss"):
+            c = np.geomspace(min(env["flops"]), max(env["flops"]), 60)
+            ax.plot(
+                c,
+                a1["loss"]["coefficient"] * c ** a1["loss"]["exponent"],
+                color="tab:red",
+                label=f"approach1: {_law_label('L', a1['loss'])}",
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training compute C (FLOPs, 6ND, without embeddings)")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title(f"Loss vs compute from the published logs, {TITLES[objective]} — Approach 1")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def extrapolation(fit: dict[str, Any], objective: str):
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    for method, color in (("approach2", "tab:orange"), ("approach3", "tab:green")):
+        ext = fit.get("extrapolation", {}).get(method, {})
+        rows = ext.get("held_out") or ext.get("budgets") or []
+        rows = [r for r in rows if r.get("predicted_n_opt") and r.get("observed_n_opt")]
+        if not rows:
+            continue
+        ax.plot(
+            [r["budget"] for r in rows],
+            [r["predicted_n_opt"] for r in rows],
+            "D",
+            color=color,
+            label=f"{method}: predicted from budgets ≤ {ext.get('cutoff_flops', 0):.0e}",
+        )
+        ax.plot([r["budget"] for r in rows], [r["observed_n_opt"] for r in rows], "o", mfc="none", color="k")
+        for r in rows:
+            ax.annotate(
+                f"{100 * (r['predicted_n_opt'] / r['observed_n_opt'] - 1):+.0f}%",
+                (r["budget"], r["predicted_n_opt"]),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+                color=color,
+            )
+    ax.plot([], [], "o", mfc="none", color="k", label="observed N_opt (parabola of the held-out budget)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("held-out compute budget C (FLOPs)")
+    ax.set_ylabel("N_opt (parameters)")
+    ax.set_title(f"Extrapolation check, {TITLES[objective]}")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def _curves_panel(ax, frame: pl.DataFrame, group_cols: list[str], x: str, y: str) -> None:
+    for key, sub in frame.group_by(group_cols, maintain_order=True):
+        sub = sub.sort(x)
+        label = " ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        ax.plot(sub[x], sub[y], "-", lw=1, label=label)
+
+
+def ur50_vs_unimeta(ur50: pl.DataFrame):
+    valid = ur50.filter(pl.col("split") == "valid") if "split" in ur50.columns else ur50
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
+    for ax, objective in zip(axes, ("clm", "mlm"), strict=True):
+        sub = valid.filter(pl.col("objective") == objective)
+        if "variant" in sub.columns:
+            sub = sub.filter(pl.col("variant").is_null() | (pl.col("variant") == ""))
+        _curves_panel(ax, sub, ["dataset", "size"], "tokens", "loss")
+        ax.set_xscale("log")
+        ax.set_xlabel("training tokens")
+        ax.set_ylabel("validation loss (nats/token)")
+        ax.set_title(f"{TITLES[objective]}: UniRef50 only vs UniMeta200B")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Repeating UniRef50 vs adding metagenomic data (the paper's Figure 1), published logs")
+    fig.tight_layout()
+    return fig
+
+
+def mask_ratio(frame: pl.DataFrame):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    x = "step" if "step" in frame.columns else frame.columns[2]
+    last = (
+        frame.sort(x).group_by(["size", "mask_ratio"]).agg(pl.col("loss").tail(5).mean()).sort("mask_ratio")
+    )
+    for size, sub in last.group_by("size", maintain_order=True):
+        axes[0].plot(
+            sub["mask_ratio"], sub["loss"], "o-", label=str(size[0] if isinstance(size, tuple) else size)
+        )
+    axes[0].set_xlabel("mask ratio")
+    axes[0].set_ylabel("final validation loss on masked positions (nats/token)")
+    axes[0].set_title("Final loss vs mask ratio (mean of last 5 points)")
+    axes[0].legend(fontsize=8)
+    axes[0].grid(True, alpha=0.3)
+    _curves_panel(axes[1], frame, ["size", "mask_ratio"], x, "loss")
+    axes[1].set_xlabel(x)
+    axes[1].set_ylabel("validation loss (nats/token)")
+    axes[1].set_title("Learning curves by mask ratio")
+    axes[1].legend(fontsize=6, ncol=2)
+    axes[1].grid(True, alpha=0.3)
+    fig.suptitle(
+        "MLM mask-ratio ablation (published logs; losses are on masked positions, so not strictly comparable)"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def transfer(frame: pl.DataFrame):
+    """Validation loss against tokens of the (second) training phase: from a checkpoint of the other
+    objective (solid) vs from scratch (dashed), same size and budget (the `tokens/` logs)."""
+    frame = frame.filter((pl.col("kind") == "tokens") & (pl.col("metric") == "valid_loss"))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
+    for ax, objective in zip(axes[0], ("clm", "mlm"), strict=True):
+        sub = frame.filter(pl.col("objective") == objective)
+        sizes = sorted(
+            set(sub["size"].to_list()), key=lambda s: float(s[:-1]) * (1e3 if s[-1] in "bB" else 1)
+        )
+        cmap = plt.get_cmap("viridis")
+        for i, size in enumerate(sizes):
+            color = cmap(i / max(1, len(sizes) - 1) * 0.9)
+            for pretrained, style in ((True, "-"), (False, "--")):
+                run = sub.filter((pl.col("size") == size) & (pl.col("pretrained") == pretrained)).sort("step")
+                if run.height:
+                    source = "from MLM" if objective == "clm" else "from CLM"
+                    label = f"{size} {source if pretrained else 'scratch'}"
+                    ax.plot(run["step"], run["value"], style, lw=1, color=color, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("training tokens (this phase)")
+        ax.set_ylabel("validation loss (nats/token)")
+        ax.set_title(f"{objective.upper()}: transferred (solid) vs from scratch (dashed)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    fig.suptitle("CLM <-> MLM transfer (published logs)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_paper(inputs: dict[str, Any], outputs: dict[str, str], *, dpi: int) -> None:
+    points = pl.read_parquet(inputs["points"]).filter(pl.col("duplicate_of").is_null())
+    finals = pl.read_parquet(inputs["finals"]).filter(pl.col("duplicate_of").is_null())
+    for path in inputs["fits"]:
+        fit = json.loads(Path(path).read_text())
+        o = fit["objective"]
+        pts = points.filter(pl.col("objective") == o)
+        fin = finals.filter(pl.col("objective") == o)
+        for name, fig in (
+            ("isoflop", isoflop(fin, fit, o)),
+            ("optimal_allocation", optimal(fit, o)),
+            ("loss_vs_compute", loss_vs_compute(pts, fit, o)),
+            ("extrapolation", extrapolation(fit, o)),
+        ):
+            _save(fig, outputs[f"{o}_{name}_png"], outputs[f"{o}_{name}_svg"], dpi)
+    extra = {
+        "ur50_vs_unimeta": ur50_vs_unimeta(pl.read_parquet(inputs["ur50"])),
+        "mask_ratio": mask_ratio(pl.read_parquet(inputs["mask_ratio"])),
+        "transfer": transfer(pl.read_parquet(inputs["transfer"])),
+    }
+    for name, fig in extra.items():
+        _save(fig, outputs[f"{name}_png"], outputs[f"{name}_svg"], dpi)

@@ -1,0 +1,503 @@
+"""Turn a fitted scaling law into a concrete training plan for a compute budget.
+
+Input is the per-objective JSON the fit stage writes (:func:`plmscale.fitting.fit_objective`): keys
+``"approach1"``, ``"approach2"``, ``"approach3"``, each a ``to_dict()`` of a result in :mod:`plmscale.fits`
+(or ``{"method": ..., "skipped_reason": ...}`` when the data could not support it). A method's bootstrap
+(``Approach3BootstrapResult.to_dict()`` or ``LawBootstrapResult.to_dict()``) is read from
+``fit_result[method]["bootstrap"]`` or, failing that, ``fit_result[f"{method}_bootstrap"]`` (the layout of
+:mod:`plmscale.paper`); a skipped bootstrap (``skipped_reason``) counts as absent.
+
+The plan (:func:`plan`):
+
+1. ``N_opt = k_N C^a`` and ``D_opt = k_D C^b`` from the chosen method's ``n_opt``/``d_opt`` power laws.
+2. The nearest model shape (:func:`nearest_shape`; rule in :data:`SHAPE_RULE`) and its exact non-embedding
+   size ``N`` (:func:`plmscale.flops.n_params_non_embedding`).
+3. ``D = C / (6 N)`` tokens for that exact ``N`` (so the run spends the budget), ``steps = ceil(D / tokens
+   per step)``.
+4. GPU-hours ``= (6 N + 12 L d T) D / (peak FLOP/s * MFU) / 3600`` (attention FLOPs included, PaLM App. B;
+   :func:`plmscale.flops.flops_per_token_with_attention`).
+5. The predicted loss from Approach 3's ``L(N, D) = E + A/N^alpha + B/D^beta`` when that fit exists
+   (whatever ``method`` chose ``N``), at the planned ``(N, D)`` and at ``(N_opt, D_opt)``; its interval is
+   described in :func:`loss_interval`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from plmscale.fits import compute_optimal_laws, interval
+from plmscale.flops import ModelShape, flops_per_token_with_attention, n_params_non_embedding
+
+__all__ = [
+    "METHODS",
+    "SHAPE_RULE",
+    "Plan",
+    "bootstrap_of",
+    "candidate_shapes",
+    "format_plan",
+    "loss_interval",
+    "nearest_shape",
+    "plan",
+]
+
+METHODS: tuple[str, ...] = ("approach1", "approach2", "approach3")
+
+#: Search space and preference of :func:`nearest_shape`.
+MAX_LAYERS = 96
+WIDTH_STEP = 64
+MAX_WIDTH = 16384
+ASPECT_RANGE: tuple[float, float] = (32.0, 256.0)
+#: Preferred aspect ratio: the geometric middle of ASPECT_RANGE (ESM-2 3B: 71, GPT-3 175B: 128).
+ASPECT_TARGET = math.sqrt(ASPECT_RANGE[0] * ASPECT_RANGE[1])
+#: Shapes within this relative size of the closest one count as equally close.
+SIZE_TOLERANCE = 0.02
+
+SHAPE_RULE = (
+    f"layers 1..{MAX_LAYERS}, width a multiple of {WIDTH_STEP} up to {MAX_WIDTH}; keep shapes with "
+    f"aspect ratio width/layers in [{ASPECT_RANGE[0]:g}, {ASPECT_RANGE[1]:g}] (Kaplan et al. 2020 found "
+    "loss flat in this range; common practice), or all shapes if none qualifies; among those whose exact "
+    f"N is within {SIZE_TOLERANCE:.0%} (in log space) of the closest to N_opt, take the aspect ratio closest "
+    f"to {ASPECT_TARGET:.1f} (log space), then the closest N, then fewer layers; head_dim 128 for width >= "
+    "2048 (when 128 divides it), else 64"
+)
+
+
+# --------------------------------------------------------------------------------------------------------
+# shapes
+# --------------------------------------------------------------------------------------------------------
+
+
+def _heads_for(width: int) -> int:
+    head_dim = 128 if width >= 2048 and width % 128 == 0 else 64
+    return width // head_dim
+
+
+def candidate_shapes() -> list[ModelShape]:
+    """All shapes of the default search space (see :data:`SHAPE_RULE`), heads chosen by the head_dim rule."""
+    return [
+        ModelShape(layers=layers, width=width, heads=_heads_for(width))
+        for layers in range(1, MAX_LAYERS + 1)
+        for width in range(WIDTH_STEP, MAX_WIDTH + 1, WIDTH_STEP)
+    ]
+
+
+@functools.cache
+def _default_table(vocab_size: int) -> tuple[tuple[ModelShape, ...], np.ndarray]:
+    shapes = tuple(candidate_shapes())
+    sizes = np.array([n_params_non_embedding(s, vocab_size) for s in shapes], dtype=np.float64)
+    return shapes, sizes
+
+
+def nearest_shape(
+    n_target: float, *, vocab_size: int = 33, shapes: Sequence[ModelShape] | None = None
+) -> tuple[ModelShape, int]:
+    """A shape whose exact non-embedding size is closest to ``n_target`` in log space (up to
+    :data:`SIZE_TOLERANCE`), preferring aspect ratios ``width/layers`` in :data:`ASPECT_RANGE` and near
+    :data:`ASPECT_TARGET` (the dense grid has many shapes within a fraction of a percent of any size; the
+    aspect decides among them). Full rule: :data:`SHAPE_RULE`. Returns
+    ``(shape, n_params_non_embedding(shape, vocab_size))``. ``shapes`` replaces the default search space
+    (the aspect preference still applies)."""
+    if not (math.isfinite(n_target) and n_target > 0):
+        raise ValueError(f"n_target must be a finite positive parameter count, got {n_target!r}")
+    if shapes is None:
+        cands, sizes = _default_table(int(vocab_size))
+    else:
+        cands = tuple(shapes)
+        if not cands:
+            raise ValueError("shapes is empty; pass None for the default search space or list some shapes")
+        sizes = np.array([n_params_non_embedding(s, vocab_size) for s in cands], dtype=np.float64)
+    aspect = np.array([s.width / s.layers for s in cands])
+    in_range = (aspect >= ASPECT_RANGE[0]) & (aspect <= ASPECT_RANGE[1])
+    pool = np.flatnonzero(in_range) if in_range.any() else np.arange(len(cands))
+    dist = np.abs(np.log(sizes[pool]) - math.log(n_target))
+    near = dist <= dist.min() + math.log1p(SIZE_TOLERANCE)
+    pool, dist = pool[near], dist[near]
+    aspect_off = np.abs(np.log(aspect[pool] / ASPECT_TARGET))
+    layers = np.array([cands[i].layers for i in pool])
+    best = int(pool[np.lexsort((layers, dist, aspect_off))[0]])
+    return cands[best], int(sizes[best])
+
+
+# --------------------------------------------------------------------------------------------------------
+# reading the fit result
+# --------------------------------------------------------------------------------------------------------
+
+
+def _law(fit: Mapping[str, Any], key: str) -> tuple[float, float] | None:
+    law = fit.get(key)
+    if not isinstance(law, Mapping):
+        return None
+    k, p = law.get("coefficient"), law.get("exponent")
+    if k is None or p is None or not (math.isfinite(k) and math.isfinite(p) and k > 0):
+        return None
+    return float(k), float(p)
+
+
+def _missing_reason(fit: Mapping[str, Any] | None) -> str:
+    if fit is None:
+        return "the method is absent from the fit result"
+    return str(fit.get("skipped_reason") or fit.get("law_reason") or "no n_opt/d_opt power law recorded")
+
+
+def _method_laws(
+    fit_result: Mapping[str, Any], method: str
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    fit = fit_result.get(method)
+    fit = fit if isinstance(fit, Mapping) else None
+    n_law = None if fit is None else _law(fit, "n_opt")
+    d_law = None if fit is None else _law(fit, "d_opt")
+    if n_law is None or d_law is None:
+        usable = [m for m in METHODS if m != method and _has_laws(fit_result.get(m))]
+        fix = f"use --method {usable[0]}" if usable else "no method in this fit has a law; add runs and refit"
+        raise ValueError(f"{method} has no N_opt law in this fit: {_missing_reason(fit)}; {fix}")
+    return n_law, d_law
+
+
+def _has_laws(fit: Any) -> bool:
+    return isinstance(fit, Mapping) and _law(fit, "n_opt") is not None and _law(fit, "d_opt") is not None
+
+
+_LOSS_PARAMS: tuple[str, ...] = ("E", "A", "B", "alpha", "beta")
+
+
+def _approach3_params(fit_result: Mapping[str, Any]) -> dict[str, float] | None:
+    fit = fit_result.get("approach3")
+    if not isinstance(fit, Mapping):
+        return None
+    vals = {k: fit.get(k) for k in _LOSS_PARAMS}
+    if any(v is None or not math.isfinite(float(v)) for v in vals.values()):
+        return None
+    return {k: float(v) for k, v in vals.items()}  # type: ignore[arg-type]
+
+
+def _loss(p: Mapping[str, float] | Mapping[str, np.ndarray], n: float, d: float) -> Any:
+    return (
+        p["E"] + p["A"] * np.power(n, -np.asarray(p["alpha"])) + p["B"] * np.power(d, -np.asarray(p["beta"]))
+    )
+
+
+def _bounds(entry: Any) -> tuple[float, float] | None:
+    """``(lo, hi)`` from ``{"lo", "hi"}`` (:func:`plmscale.fits.interval`) or ``{"p2.5", "p97.5"}``."""
+    if not isinstance(entry, Mapping):
+        return None
+    for lo_key, hi_key in (("lo", "hi"), ("p2.5", "p97.5")):
+        lo, hi = entry.get(lo_key), entry.get(hi_key)
+        if lo is not None and hi is not None:
+            return float(lo), float(hi)
+    return None
+
+
+def _samples(boot: Mapping[str, Any], names: Sequence[str]) -> dict[str, np.ndarray] | None:
+    samples = boot.get("samples")
+    if not isinstance(samples, Mapping) or not all(isinstance(samples.get(k), Sequence) for k in names):
+        return None
+    arrays = {k: np.array([np.nan if v is None else v for v in samples[k]], dtype=np.float64) for k in names}
+    if len({len(a) for a in arrays.values()}) != 1 or len(arrays[names[0]]) < 2:
+        return None
+    return arrays
+
+
+def bootstrap_of(fit_result: Mapping[str, Any], method: str) -> Mapping[str, Any] | None:
+    """The bootstrap dict of ``method``: ``fit_result[method]["bootstrap"]``, else
+    ``fit_result[f"{method}_bootstrap"]``; ``None`` when absent or skipped (has ``skipped_reason``)."""
+    fit = fit_result.get(method)
+    for boot in (
+        fit.get("bootstrap") if isinstance(fit, Mapping) else None,
+        fit_result.get(f"{method}_bootstrap"),
+    ):
+        if isinstance(boot, Mapping) and not boot.get("skipped_reason"):
+            return boot
+    return None
+
+
+def loss_interval(fit_result: Mapping[str, Any], n: float, d: float) -> tuple[dict[str, float] | None, str]:
+    """95% interval of Approach 3's ``L(n, d)`` from the Approach 3 bootstrap (see :func:`bootstrap_of`).
+
+    * With per-resample ``samples`` of ``E, A, B, alpha, beta`` (one draw = one refit): ``L`` is evaluated
+      per draw and :func:`plmscale.fits.interval` taken -- a proper percentile interval.
+    * With only marginal percentiles (``"percentiles"``, entries p2.5/p97.5 or lo/hi): ``L`` grows
+      with ``E, A, B`` and, for ``n, d > 1``, falls with ``alpha, beta``, so
+      ``[L(E_lo, A_lo, B_lo, alpha_hi, beta_hi), L(E_hi, A_hi, B_hi, alpha_lo, beta_lo)]`` bounds ``L`` over
+      the box of marginal intervals. It ignores the strong A-alpha, B-beta correlations and is therefore very
+      conservative; it is labelled as such.
+
+    Returns ``(interval or None, kind)`` where ``kind`` says which (or why none).
+    """
+    boot = bootstrap_of(fit_result, "approach3")
+    if boot is None:
+        return None, "none (no approach3 bootstrap in the fit result)"
+    draws = _samples(boot, _LOSS_PARAMS)
+    if draws is not None:
+        values = _loss(draws, n, d)
+        values = values[np.isfinite(values)]
+        if len(values) >= 2:
+            return interval(values), f"bootstrap percentiles over {len(values)} resampled refits"
+    table = boot.get("percentiles")
+    if isinstance(table, Mapping):
+        b = {k: _bounds(table.get(k)) for k in _LOSS_PARAMS}
+        if all(v is not None for v in b.values()):
+            lo_p = {k: b[k][0] for k in ("E", "A", "B")} | {k: b[k][1] for k in ("alpha", "beta")}  # type: ignore[index]
+            hi_p = {k: b[k][1] for k in ("E", "A", "B")} | {k: b[k][0] for k in ("alpha", "beta")}  # type: ignore[index]
+            lo, hi = float(_loss(lo_p, n, d)), float(_loss(hi_p, n, d))
+            return (
+                {"lo": lo, "median": float("nan"), "hi": hi},
+                "conservative bounds over the box of marginal 2.5-97.5% parameter intervals "
+                "(no samples stored)",
+            )
+    return None, "none (approach3 bootstrap has neither samples nor parameter percentiles)"
+
+
+def _n_opt_interval(
+    fit_result: Mapping[str, Any], method: str, flops: float
+) -> tuple[dict[str, float] | None, str]:
+    """95% interval of ``N_opt(C)`` from per-resample draws of the chosen method's bootstrap, if stored."""
+    boot = bootstrap_of(fit_result, method)
+    if boot is None:
+        return None, f"none (no {method} bootstrap in the fit result)"
+    law_draws = _samples(boot, ("n_opt_coefficient", "n_opt_exponent"))
+    if law_draws is not None:
+        values = law_draws["n_opt_coefficient"] * np.power(flops, law_draws["n_opt_exponent"])
+    else:
+        p_draws = _samples(boot, ("A", "B", "alpha", "beta"))
+        if p_draws is None:
+            return (
+                None,
+                "none (bootstrap stores no per-resample samples; marginal intervals are not combined)",
+            )
+        rows = zip(p_draws["A"], p_draws["B"], p_draws["alpha"], p_draws["beta"], strict=True)
+        values = np.array(
+            [compute_optimal_laws(a, b, al, be)[0](flops) for a, b, al, be in rows if min(a, b, al, be) > 0]
+        )
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return None, "none (fewer than 2 usable bootstrap draws)"
+    return interval(values), f"bootstrap percentiles over {len(values)} resampled refits"
+
+
+# --------------------------------------------------------------------------------------------------------
+# the plan
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A training plan for one compute budget; see the module docstring for every formula."""
+
+    objective: str
+    method: str
+    flops: float
+    n_opt: float
+    d_opt: float
+    n_opt_interval: Mapping[str, float] | None
+    n_opt_interval_kind: str
+    shape: ModelShape
+    n_params: int
+    num_tokens: float
+    steps: int
+    tokens_per_step: int
+    context: int
+    vocab_size: int
+    flops_per_token: float
+    flops_with_attention: float
+    device_peak_flops: float
+    mfu: float
+    gpu_hours: float
+    predicted_loss: float | None
+    predicted_loss_at_optimum: float | None
+    loss_interval: Mapping[str, float] | None
+    loss_interval_kind: str
+    shape_rule: str = SHAPE_RULE
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def tokens_per_param(self) -> float:
+        return self.num_tokens / self.n_params
+
+    @property
+    def n_ratio(self) -> float:
+        """``N_exact / N_opt`` of the chosen shape."""
+        return self.n_params / self.n_opt
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(x: Any) -> Any:
+            if x is None:
+                return None
+            v = float(x)
+            return v if math.isfinite(v) else None
+
+        def plain_map(m: Mapping[str, float] | None) -> dict[str, Any] | None:
+            return None if m is None else {k: plain(v) for k, v in m.items()}
+
+        return {
+            "method": self.method,
+            "objective": self.objective,
+            "flops": plain(self.flops),
+            "n_opt": plain(self.n_opt),
+            "d_opt": plain(self.d_opt),
+            "n_opt_interval": plain_map(self.n_opt_interval),
+            "n_opt_interval_kind": self.n_opt_interval_kind,
+            "shape": {
+                "layers": self.shape.layers,
+                "width": self.shape.width,
+                "heads": self.shape.heads,
+                "head_dim": self.shape.head_dim,
+            },
+            "n_params": self.n_params,
+            "n_ratio": plain(self.n_ratio),
+            "num_tokens": plain(self.num_tokens),
+            "tokens_per_param": plain(self.tokens_per_param),
+            "steps": self.steps,
+            "tokens_per_step": self.tokens_per_step,
+            "context": self.context,
+            "vocab_size": self.vocab_size,
+            "flops_per_token": plain(self.flops_per_token),
+            "flops_with_attention": plain(self.flops_with_attention),
+            "device_peak_flops": plain(self.device_peak_flops),
+            "mfu": plain(self.mfu),
+            "gpu_hours": plain(self.gpu_hours),
+            "predicted_loss": plain(self.predicted_loss),
+            "predicted_loss_at_optimum": plain(self.predicted_loss_at_optimum),
+            "loss_interval": plain_map(self.loss_interval),
+            "loss_interval_kind": self.loss_interval_kind,
+            "shape_rule": self.shape_rule,
+            "notes": list(self.notes),
+        }
+
+
+def _positive(name: str, value: float, fix: str) -> None:
+    if not (isinstance(value, int | float | np.integer | np.floating) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}; {fix}")
+
+
+def plan(
+    fit_result: Mapping[str, Any],
+    *,
+    flops: float,
+    objective: str,
+    method: str = "approach3",
+    tokens_per_step: int,
+    device_peak_flops: float,
+    mfu: float,
+    context: int,
+    vocab_size: int = 33,
+    shapes: list[ModelShape] | None = None,
+) -> Plan:
+    """Plan a compute-optimal run of ``flops`` training FLOPs (``C = 6 N D``) with ``method``'s laws.
+
+    ``device_peak_flops`` is the accelerator's peak FLOP/s in the training precision (e.g. 9.89e14 for an
+    H100 SXM in dense bf16), ``mfu`` the model-FLOP utilisation expected (0 < mfu <= 1). Raises
+    ``ValueError`` naming the fix when the method has no law in ``fit_result`` or an argument is invalid.
+    """
+    if not isinstance(fit_result, Mapping):
+        raise ValueError(f"fit_result must be the fit JSON as a dict, got {type(fit_result).__name__}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    recorded = fit_result.get("objective")
+    if recorded is not None and recorded != objective:
+        raise ValueError(
+            f"fit_result is for objective {recorded!r} but objective={objective!r} was asked; pass that "
+            f"objective's fit JSON"
+        )
+    _positive("flops", flops, "pass the training budget in FLOPs, e.g. 1e21")
+    _positive("device_peak_flops", device_peak_flops, "pass the accelerator's peak FLOP/s, e.g. 9.89e14")
+    _positive("mfu", mfu, "pass the expected model-FLOP utilisation as a fraction, e.g. 0.4")
+    if mfu > 1:
+        raise ValueError(f"mfu must be a fraction in (0, 1], got {mfu!r}; e.g. 40% is 0.4")
+    for name, value in (
+        ("tokens_per_step", tokens_per_step),
+        ("context", context),
+        ("vocab_size", vocab_size),
+    ):
+        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    (kn, an), (kd, ad) = _method_laws(fit_result, method)
+    n_opt, d_opt = kn * flops**an, kd * flops**ad
+    shape, n_exact = nearest_shape(n_opt, vocab_size=vocab_size, shapes=shapes)
+    num_tokens = flops / (6.0 * n_exact)
+    steps = math.ceil(num_tokens / tokens_per_step)
+    fpt = flops_per_token_with_attention(shape, n_exact, context)
+    total = fpt * num_tokens
+    gpu_hours = total / (device_peak_flops * mfu) / 3600.0
+
+    notes: list[str] = []
+    params = _approach3_params(fit_result)
+    if params is None:
+        pred = pred_opt = None
+        l_int, l_kind = None, "none (no Approach 3 fit in the fit result)"
+        notes.append("no predicted loss: Approach 3 is missing or skipped in this fit")
+    else:
+        pred, pred_opt = float(_loss(params, n_exact, num_tokens)), float(_loss(params, n_opt, d_opt))
+        l_int, l_kind = loss_interval(fit_result, n_exact, num_tokens)
+        if method != "approach3":
+            notes.append(f"loss predicted by Approach 3's L(N, D) at the {method} allocation")
+    n_int, n_kind = _n_opt_interval(fit_result, method, flops)
+    if abs(math.log(n_exact / n_opt)) > math.log1p(0.1):
+        notes.append(
+            f"the nearest shape has {n_exact / n_opt:.3g} x N_opt parameters: N_opt lies outside the shape "
+            "search space (or its grid is too coarse there); pass shapes= to search others"
+        )
+    if abs(6.0 * n_opt * d_opt / flops - 1.0) > 0.05:
+        notes.append(
+            f"6 N_opt D_opt / C = {6.0 * n_opt * d_opt / flops:.3f}: the N_opt and D_opt laws were fitted "
+            "separately; the plan trains D = C / (6 N) so the run spends exactly the budget"
+        )
+    return Plan(
+        objective=objective, method=method, flops=float(flops), n_opt=n_opt, d_opt=d_opt,
+        n_opt_interval=n_int, n_opt_interval_kind=n_kind, shape=shape, n_params=n_exact,
+        num_tokens=num_tokens, steps=steps, tokens_per_step=int(tokens_per_step), context=int(context),
+        vocab_size=int(vocab_size), flops_per_token=fpt, flops_with_attention=total,
+        device_peak_flops=float(device_peak_flops), mfu=float(mfu), gpu_hours=gpu_hours,
+        predicted_loss=pred, predicted_loss_at_optimum=pred_opt, loss_interval=l_int,
+        loss_interval_kind=l_kind, notes=tuple(notes),
+    )  # fmt: skip
+
+
+def _si(x: float) -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def format_plan(p: Plan) -> str:
+    """A human-readable summary of a :class:`Plan` (units in every line, method named)."""
+    lines = [
+        f"Plan for {p.objective.upper()} at C = {p.flops:.3g} FLOPs (method: {p.method})",
+        f"  compute-optimal N_opt   {p.n_opt:.4g} params ({_si(p.n_opt)}); D_opt {p.d_opt:.4g} tokens "
+        f"({_si(p.d_opt)})",
+    ]
+    if p.n_opt_interval is not None:
+        lines.append(
+            f"  N_opt 95% interval      {p.n_opt_interval['lo']:.3g} .. {p.n_opt_interval['hi']:.3g} params "
+            f"[{p.n_opt_interval_kind}]"
+        )
+    s = p.shape
+    lines += [
+        f"  model shape             {s.layers} layers x width {s.width}, {s.heads} heads of dim {s.head_dim} "
+        f"(width/layers = {s.width / s.layers:.3g})",
+        f"  exact N (non-embedding) {p.n_params:,} params ({_si(p.n_params)}; {p.n_ratio:.4f} x N_opt)",
+        f"  training tokens D       {p.num_tokens:.4g} tokens ({_si(p.num_tokens)}; {p.tokens_per_param:.3g} "
+        "tokens/param) = C / (6 N)",
+        f"  optimizer steps         {p.steps:,} at {p.tokens_per_step:,} tokens/step (context {p.context})",
+        f"  FLOPs with attention    {p.flops_with_attention:.4g} FLOPs ({p.flops_per_token:.4g} FLOPs/token)",
+        f"  estimated time          {p.gpu_hours:.4g} GPU-hours at {p.mfu:.0%} MFU of "
+        f"{p.device_peak_flops:.3g} FLOP/s peak",
+    ]
+    if p.predicted_loss is None:
+        lines.append("  predicted loss          n/a (no Approach 3 fit)")
+    else:
+        line = f"  predicted loss          {p.predicted_loss:.4f} nats/token (Approach 3 L(N, D))"
+        if p.loss_interval is not None:
+            line += (
+                f", 95% {p.loss_interval['lo']:.4f} .. {p.loss_interval['hi']:.4f} [{p.loss_interval_kind}]"
+            )
+        lines.append(line)
+    lines += [f"  note: {n}" for n in p.notes]
+    return "\n".join(lines)
