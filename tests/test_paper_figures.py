@@ -21,9 +21,14 @@ pytestmark = [
 ]
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # keep the test output readable
+        pass
+
+
 @pytest.fixture(scope="module")
 def paper_study(tmp_path_factory):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SHARED_LOGS))
+    handler = functools.partial(QuietHandler, directory=str(SHARED_LOGS))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:

@@ -79,11 +79,11 @@ def _to_dict(result: Any) -> dict[str, Any]:
     return result.to_dict()
 
 
-def _attempt(method: str, fn, *args, **kwargs) -> dict[str, Any]:
+def _attempt(label: str, fn, /, *args, **kwargs) -> dict[str, Any]:
     try:
         return _to_dict(fn(*args, **kwargs))
     except ValueError as err:  # the data cannot support this method: recorded with the reason
-        return {"method": method, "skipped_reason": str(err)}
+        return {"method": label, "skipped_reason": str(err)}
 
 
 def fit_paper_objective(
@@ -197,7 +197,8 @@ def coefficient_rows(fit: dict[str, Any]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"objective": objective, "method": method}
         for law, key in (("n_opt", "n_opt_exponent"), ("d_opt", "d_opt_exponent")):
             value = (res.get(law) or {}).get("exponent")
-            ci = _interval(boot, f"{law}_exponent", f"{law}.exponent", key)
+            # Approach 3's bootstrap names the implied exponents a (N_opt) and b (D_opt), as Hoffmann et al.
+            ci = _interval(boot, key, "a" if law == "n_opt" else "b")
             row[key] = value
             row[f"{key}_ci"] = None if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
             row[f"{law}_coefficient"] = (res.get(law) or {}).get("coefficient")
