@@ -205,7 +205,20 @@ def test_plan_with_real_fit_and_bootstrap_dicts():
     p2 = planner.plan(fit, flops=3e21, method="approach2", **{**PLAN_KW, "objective": "mlm"})
     assert p2.n_opt_interval is not None and p2.n_opt_interval["lo"] < p2.n_opt < p2.n_opt_interval["hi"]
     assert any("Approach 3's L(N, D) at the approach2 allocation" in note for note in p2.notes)
-    assert p2.loss_interval is not None and "conservative" in p2.loss_interval_kind
+    # Approach 3's bootstrap stores its per-draw parameters: the loss CI is propagated draw by draw
+    assert p2.loss_interval is not None and p2.loss_interval_kind.startswith("bootstrap percentiles")
+    assert p2.loss_interval["lo"] <= p2.loss_interval["median"] <= p2.loss_interval["hi"]
+    # without the draws only the marginal intervals remain: a wider, conservative box
+    no_draws = json.loads(json.dumps(fit))
+    del no_draws["approach3"]["bootstrap"]["samples"]
+    p2_box = planner.plan(no_draws, flops=3e21, method="approach2", **{**PLAN_KW, "objective": "mlm"})
+    assert "conservative" in p2_box.loss_interval_kind
+    assert (
+        p2_box.loss_interval["lo"]
+        <= p2.loss_interval["lo"]
+        <= p2.loss_interval["hi"]
+        <= p2_box.loss_interval["hi"]
+    )
     # the paper layout: bootstraps at top level as "<method>_bootstrap" give the same plan
     paper_layout = {"objective": "mlm"}
     for m in ("approach2", "approach3"):
@@ -216,7 +229,9 @@ def test_plan_with_real_fit_and_bootstrap_dicts():
     assert p2_paper.to_dict() == p2.to_dict()
     assert planner.bootstrap_of(paper_layout, "approach1") is None
     p3 = planner.plan(fit, flops=3e21, **{**PLAN_KW, "objective": "mlm"})
-    assert "no per-resample samples" in p3.n_opt_interval_kind  # Approach3BootstrapResult stores none
+    # Approach3BootstrapResult stores its draws: N_opt(C) is evaluated per draw
+    assert p3.n_opt_interval_kind.startswith("bootstrap percentiles")
+    assert p3.n_opt_interval["lo"] <= p3.n_opt_interval["median"] <= p3.n_opt_interval["hi"]
     assert p3.n_opt == pytest.approx(a3.n_opt(3e21), rel=1e-12)
     assert p3.predicted_loss == pytest.approx(a3.predict(p3.n_params, p3.num_tokens), rel=1e-12)
     assert p3.loss_interval["lo"] <= p3.predicted_loss <= p3.loss_interval["hi"]

@@ -55,7 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="fit JSON (default: results/paper/fits/<objective>.json, else results/fits/<objective>.json)",
     )
-    p_plan.add_argument("--method", default="approach3", choices=("approach1", "approach2", "approach3"))
+    p_plan.add_argument(
+        "--method",
+        default="approach2",
+        choices=("approach1", "approach2", "approach3"),
+        help="which law gives N_opt and D_opt (default: approach2, the IsoFLOP fits; the loss always "
+        "comes from Approach 3's L(N, D))",
+    )
     p_plan.add_argument("--tokens-per-step", type=int, default=524_288, help="tokens per optimizer step")
     p_plan.add_argument("--context", type=int, default=1024, help="tokens per sequence (attention FLOPs)")
     p_plan.add_argument(

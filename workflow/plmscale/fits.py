@@ -778,6 +778,8 @@ class Approach3BootstrapResult:
             "std": {k: _plain(v) for k, v in self.std.items()},
             "n_failed_starts": self.n_failed_starts,
             "n_resamples_not_converged": self.n_resamples_not_converged,
+            # per-draw values, in step across names, so a caller can propagate them (e.g. L(N, D) CIs)
+            "samples": {k: [_plain(v) for v in vals] for k, vals in self.samples.items()},
         }
 
 
