@@ -46,7 +46,7 @@ def naive_law(x, e, a, b, alpha, beta):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--csv", type=Path, default=DEFAULT_CSV)
-    ap.add_argument("--bootstraps", type=int, default=100, help="bootstrap resamples to time (0: skip)")
+    ap.add_argument("--bootstraps", type=int, default=1000, help="bootstrap resamples to time (0: skip)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--blas-threads", type=int, default=1, help="OPENBLAS_NUM_THREADS if unset (0: leave)")
     args = ap.parse_args()

@@ -63,7 +63,12 @@ rule paper_coefficients:
         expand("results/paper/fits/{objective}.json", objective=PAPER_OBJECTIVES),
     output:
         csv="results/paper/coefficients.csv",
-        md=report("results/paper/coefficients.md", caption="report/paper_coefficients.rst", category="Paper reproduction"),
+        md=report(
+            "results/paper/coefficients.md",
+            caption="report/paper_coefficients.rst",
+            category="Paper reproduction",
+        ),
+        extrapolation="results/paper/extrapolation.csv",
     params:
         code=code_digest("paper"),
     log:
@@ -123,4 +128,5 @@ rule paper_figures:
     input:
         rules.paper_plots.output,
         "results/paper/coefficients.csv",
+        "results/paper/extrapolation.csv",
         "results/paper/size_mismatches.tsv",

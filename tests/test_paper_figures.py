@@ -69,6 +69,9 @@ def test_every_figure_and_the_coefficient_table(paper_study):
         methods = set(table.filter(pl.col("objective") == objective)["method"].to_list())
         assert {"approach1", "approach2", "approach3"} <= methods
         assert any(m.startswith("published") for m in methods)
+    extrapolation = pl.read_csv(paper_study / "results/paper/extrapolation.csv")
+    assert set(extrapolation["method"].to_list()) == {"approach2", "approach3"}
+    assert (extrapolation["held_out_budget"] > 1e20).all()
     md = (paper_study / "results/paper/coefficients.md").read_text()
     assert "0.578" in md and "0.776" in md and "secondary sources" in md
 

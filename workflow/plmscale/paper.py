@@ -245,3 +245,35 @@ def coefficient_table(fit_paths: list[str], csv_out: str, md_out: str) -> pl.Dat
         lines.append("| " + " | ".join(cells) + " |")
     write_text_atomic(md_out, "\n".join(lines) + "\n")
     return table
+
+
+def extrapolation_table(fit_paths: list[str], csv_out: str) -> pl.DataFrame:
+    """Fit on budgets <= cut-off, predict each larger budget: predicted vs observed N_opt and loss."""
+    rows = []
+    for path in fit_paths:
+        fit = json.loads(Path(path).read_text())
+        for method, ext in fit.get("extrapolation", {}).items():
+            for held in ext.get("held_out", []):
+                ratio = held.get("n_opt_ratio")
+                rows.append(
+                    {
+                        "objective": fit["objective"],
+                        "method": method,
+                        "cutoff_flops": ext.get("cutoff_flops"),
+                        "held_out_budget": held.get("budget"),
+                        "predicted_n_opt": held.get("predicted_n_opt"),
+                        "observed_n_opt": held.get("observed_n_opt"),
+                        "n_opt_error_pct": None if ratio is None else 100.0 * (ratio - 1.0),
+                        "predicted_loss": held.get("predicted_loss"),
+                        "observed_loss": held.get("loss_reference"),
+                        "loss_error_pct": None
+                        if held.get("loss_relative_error") is None
+                        else 100.0 * held["loss_relative_error"],
+                        "note": held.get("observed_skipped_reason"),
+                    }
+                )
+    table = pl.DataFrame(rows, infer_schema_length=None)
+    tmp = Path(csv_out).with_name(".extrapolation.tmp")
+    table.write_csv(tmp)
+    tmp.replace(csv_out)
+    return table
