@@ -1,0 +1,104 @@
+"""Guards for the shipped SLURM profiles (config/profiles/*): no cluster needed.
+
+Snakemake silently ignores set-resources/set-threads entries whose rule does not exist, so a renamed rule
+would quietly lose its partition and GPU.  A dry run under each profile checks what every training job asks
+for.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = {p.parent.name: p.parent for p in sorted((REPO / "config" / "profiles").glob("*/config.yaml"))}
+PAPER = REPO / "config" / "paper.yaml"
+AGGREGATE_RULES = {"all", "data", "runs", "paper_figures"}  # no outputs: never submitted as jobs
+GPU_RULES = ("train", "evaluate", "probe")
+
+
+def run_snakemake(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env_path = f"{Path(sys.executable).parent}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(REPO), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        env={"PATH": f"{env_path}:/usr/bin:/bin", "HOME": str(Path.home())},  # no SLURM binaries needed
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def rules() -> set[str]:
+    return set(run_snakemake("--list-rules").stdout.split())
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((PROFILES[name] / "config.yaml").read_text())
+
+
+def test_profiles_are_shipped_and_slurm_resolves_from_the_repo_root():
+    assert {"slurm", "gaudi"} <= set(PROFILES)
+    link = REPO / "slurm"
+    assert link.is_symlink() and link.resolve() == PROFILES["slurm"].resolve()
+
+
+@pytest.mark.parametrize("name", ["slurm", "gaudi"])
+def test_every_rule_named_in_a_profile_exists_and_every_job_rule_is_named(name, rules):
+    profile = load(name)
+    assert profile["executor"] == "slurm" and profile["retries"] >= 1 and profile["rerun-incomplete"]
+    for key in ("set-resources", "set-threads"):
+        unknown = set(profile[key]) - rules
+        assert not unknown, f"{name}: {key} names rules that do not exist (silently ignored): {unknown}"
+        missing = rules - AGGREGATE_RULES - set(profile[key])
+        assert not missing, f"{name}: {key} has no entry for {missing}"
+    assert rules >= AGGREGATE_RULES
+
+
+def planned_resources(output: str) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+    """(rule, wildcards, resources) of every job of a dry run."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        m = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if not m:
+            continue
+        w = re.search(r"^\s+wildcards: (.*)$", block, flags=re.M)
+        r = re.search(r"^\s+resources: (.*)$", block, flags=re.M)
+        wildcards = dict(kv.split("=", 1) for kv in w.group(1).split(", ")) if w else {}
+        resources = dict(kv.split("=", 1) for kv in r.group(1).split(", ")) if r else {}
+        jobs.append((m.group(1), wildcards, resources))
+    return jobs
+
+
+@pytest.fixture(scope="module", params=["slurm", "gaudi"])
+def paper_plan(request):
+    out = run_snakemake("-n", "--profile", str(PROFILES[request.param]), "--configfile", str(PAPER))
+    return request.param, planned_resources(out.stdout)
+
+
+def test_paper_grid_dry_run_requests_accelerators_and_time_limits(paper_plan):
+    name, jobs = paper_plan
+    paper = yaml.safe_load(PAPER.read_text())
+    train = [(w, r) for rule, w, r in jobs if rule == "train"]
+    n_points = len(paper["grid"]["objectives"]) * sum(len(b["shapes"]) for b in paper["grid"]["budgets"])
+    assert len(train) == n_points
+    budgets = {w["budget"] for w, _ in train}
+    assert len(budgets) == len(paper["grid"]["budgets"])  # every scale is planned
+    for rule, wildcards, res in jobs:
+        if rule in AGGREGATE_RULES:
+            continue
+        assert int(float(res["runtime"])) >= 1, (rule, wildcards, res)
+        assert int(res["mem_mb"]) >= 1000, (rule, wildcards, res)
+        if rule in GPU_RULES and name == "slurm":
+            assert res["slurm_partition"] == "gpu" and res["gpu"] == "1" and "cpus_per_gpu" in res, res
+        elif rule in GPU_RULES:  # Gaudi: a GRES request on the gaudi partition, no --gpus
+            assert res["slurm_partition"] == "gaudi" and res["gres"].split(":")[-1] == "1", res
+            assert res.get("gpu", "0") == "0", res
+        else:
+            assert res["slurm_partition"] == "cpu", (rule, res)
+            assert "gres" not in res and res.get("gpu", "0") == "0", (rule, res)

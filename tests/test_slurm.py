@@ -1,0 +1,227 @@
+"""The workflow on a real one-node SLURM cluster (tests/slurm/cluster.py) through the SHIPPED profile
+config/profiles/slurm, with only site settings overridden.  Every job must go through sbatch with the
+partition, GPU request, CPUs, memory and time limit the profile promises, read back from SLURM's accounting
+(sacct).
+
+Skipped with the harness's reason where no cluster can be set up (not root, no apt-get, install failure).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.slurm import cluster
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "config" / "profiles" / "slurm"
+TEST_CONFIG = REPO / "tests" / "config" / "config.yaml"
+SITE_ACCOUNT = "root"  # the local cluster's only account (slurmdbd validates -A)
+
+pytestmark = pytest.mark.slurm
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    ok, why = cluster.available()
+    if not ok:
+        pytest.skip(why)
+    was_up = cluster.is_up()
+    try:
+        cluster.start()
+    except cluster.ClusterError as exc:
+        pytest.fail(f"local SLURM did not start: {exc}")
+    yield
+    if not was_up:  # leave a cluster someone started by hand running
+        cluster.stop()
+
+
+def shipped_profile() -> dict:
+    return yaml.safe_load((PROFILE / "config.yaml").read_text())
+
+
+def site_overlay(tmp: Path, extra: dict | None = None) -> Path:
+    """A profile that changes only site settings.  Profiles merge per top-level key, so it repeats the shipped
+    default-resources in full and changes the account in it."""
+    default = dict(shipped_profile()["default-resources"], slurm_account=SITE_ACCOUNT)
+    folder = tmp / "site-profile"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"default-resources": default, **(extra or {})}))
+    return folder
+
+
+def small_config(tmp: Path, train: dict | None = None, **grid) -> Path:
+    """The test study with a smaller grid: MLM only (probe needs MLM runs), one budget, three shapes."""
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["train"].update(train or {})
+    cfg["grid"].update({"objectives": ["mlm"], "budgets": [{"flops": 3.0e8, "shapes": ["a", "b", "c"]}]})
+    cfg["grid"].update(grid)
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def snakemake(workdir: Path, config: Path, *args: str, timeout: int = 300, check: bool = True):
+    # SIGINT, not SIGTERM: the slurm plugin ignores SIGTERM (notes/slurm-local.md); -k 30 as a last resort
+    cmd = ["timeout", "-s", "INT", "-k", "30", str(timeout), sys.executable, "-m", "snakemake",
+           "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile", str(config), *args]  # fmt: skip
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60, cwd=workdir, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} exited {proc.returncode}:\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")  # fmt: skip
+    return proc
+
+
+def sacct_since(start: datetime, workdir: Path) -> list[dict[str, str]]:
+    """This workflow's jobs (sbatch -D <workdir>): other sessions may share the cluster."""
+    fields = "JobID,JobName,Partition,AllocTRES,Timelimit,State,Comment,WorkDir"
+    out = subprocess.run(
+        ["sacct", "-X", "-P", "-n", "-a", "-S", start.strftime("%Y-%m-%dT%H:%M:%S"), f"--format={fields}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rows = [dict(zip(fields.split(","), line.split("|"), strict=True)) for line in out.splitlines() if line]
+    rows = [r for r in rows if Path(r["WorkDir"]).resolve() == workdir.resolve()]
+    for row in rows:  # the plugin names jobs by run UUID and puts rule_<name>_wildcards_<...> into --comment
+        m = re.match(r"rule_(\w+?)(?:_wildcards_.*)?$", row["Comment"])
+        row["rule"] = m.group(1) if m else ""
+        row["tres"] = dict(kv.split("=", 1) for kv in row["AllocTRES"].split(",") if "=" in kv)
+    return rows
+
+
+def mem_mb(value: str) -> float:
+    units = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+    return float(value[:-1]) * units[value[-1]]
+
+
+def minutes(limit: str) -> int:
+    days, _, hms = limit.rpartition("-")
+    h, m, s = (int(x) for x in hms.split(":"))
+    return int(days or 0) * 1440 + h * 60 + m + (s > 0)
+
+
+def planned_jobs(output: str) -> Counter:
+    return Counter(m.group(1) for m in re.finditer(r"^rule (\w+):$", output, flags=re.M))
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm_cluster, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("slurm")
+    workdir = tmp / "study"
+    workdir.mkdir()
+    config = small_config(tmp)
+    # CI tuning next to the site keys: poll sacct every second at first (the workflow is 10 stages deep)
+    overlay = site_overlay(tmp, {"slurm-init-seconds-before-status-checks": 1})
+    profiles = ["--profile", str(PROFILE), "--profile", str(overlay)]
+    planned = planned_jobs(snakemake(workdir, config, "-n", *profiles).stdout)
+    start = datetime.now() - timedelta(seconds=2)
+    t0 = time.monotonic()
+    proc = snakemake(workdir, config, *profiles, timeout=420)
+    took = time.monotonic() - t0
+    time.sleep(1)
+    jobs = sacct_since(start, workdir)
+    print(f"\nSLURM run: {sum(planned.values())} jobs in {took:.0f} s")
+    for row in jobs:
+        print("  ", row["rule"], row["Partition"], row["AllocTRES"], row["Timelimit"], row["State"])
+    return {"workdir": workdir, "config": config, "profiles": profiles, "planned": planned, "jobs": jobs,
+            "log": proc.stdout + proc.stderr}  # fmt: skip
+
+
+def test_every_job_ran_through_sbatch(slurm_run):
+    planned, jobs = slurm_run["planned"], slurm_run["jobs"]
+    assert set(planned) >= {
+        "embedded_source", "validate", "pool", "cluster", "split", "tokenize_shard", "train", "evaluate",
+        "fit", "plot_objective", "localization_labels", "probe", "probe_table", "plot_downstream", "summary",
+    }  # fmt: skip
+    planned.pop("all", None)  # the target rule has no outputs and runs inside snakemake, not as a job
+    assert Counter(j["rule"] for j in jobs if j["State"] == "COMPLETED") == planned, slurm_run["log"][-3000:]
+    assert all(j["State"] == "COMPLETED" for j in jobs), [j for j in jobs if j["State"] != "COMPLETED"]
+
+
+def test_jobs_got_the_resources_the_profile_promises(slurm_run):
+    profile = shipped_profile()
+    default, per_rule = profile["default-resources"], profile["set-resources"]
+    threads = profile["set-threads"]
+    for job in slurm_run["jobs"]:
+        rule, tres = job["rule"], job["tres"]
+        res = {**default, **per_rule.get(rule, {})}
+        assert job["Partition"] == res["slurm_partition"], job
+        if res.get("gpu"):  # train, evaluate, probe: GPU partition, one GPU, cpus_per_gpu CPUs
+            assert res["slurm_partition"] == "gpu"
+            assert tres.get("gres/gpu") == str(res["gpu"]), job
+            assert int(tres["cpu"]) == res["cpus_per_gpu"], job
+        else:
+            assert "gres/gpu" not in tres, job
+            assert int(tres["cpu"]) == threads[rule], job
+        if rule == "train":  # mem_mb (attempt-scaled) and runtime come from the rule; a limit is always set
+            assert mem_mb(tres["mem"]) >= 1000 and minutes(job["Timelimit"]) >= 1, job
+        else:
+            assert mem_mb(tres["mem"]) == res["mem_mb"], job
+            assert minutes(job["Timelimit"]) == res["runtime"], job
+
+
+def test_outputs_exist_and_second_run_plans_nothing(slurm_run):
+    workdir = slurm_run["workdir"]
+    for path in ("results/summary.json", "results/downstream/accuracy.csv", "results/fits/mlm.json"):
+        assert (workdir / path).stat().st_size > 0, path
+    assert len(list((workdir / "results/runs/mlm").glob("*/*/done.json"))) == 3
+    assert len(list((workdir / "results/figures").glob("mlm_*.png"))) >= 1
+    assert any((workdir / "logs/slurm").rglob("*")) or "slurm-keep-successful-logs" in shipped_profile()
+    proc = snakemake(workdir, slurm_run["config"], "-n", *slurm_run["profiles"])
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------------
+# TIMEOUT -> resume.  Activates once the trainer checkpoints (workflow/plmscale/checkpoint.py), logs
+# `resuming from checkpoint <dir> (step <N>)`, saves on SIGTERM and has a `runtime` resource on train.
+RESUME_READY = (REPO / "workflow" / "plmscale" / "checkpoint.py").exists()
+# one CLM run that needs more than SLURM's 1-minute minimum time limit on a CPU (about 2 minutes on 2 cores)
+RESUME_GRID = {"objectives": ["clm"], "budgets": [{"flops": 3.0e11, "shapes": ["c"]}]}
+
+
+@pytest.mark.skipif(not RESUME_READY, reason="no trainer checkpoints yet (workflow/plmscale/checkpoint.py)")
+def test_timeout_resumes_from_checkpoint_with_the_uninterrupted_loss(slurm_cluster, tmp_path):
+    # no early self-stop before the limit (if the trainer supports it): SLURM's SIGTERM at 1 minute -> TIMEOUT
+    schema = (REPO / "config" / "schema.yaml").read_text()
+    train = {k: v for k, v in {"stop_before_limit": False, "checkpoint_every": 20}.items() if k in schema}
+    config = small_config(tmp_path, train=train, **RESUME_GRID)
+    local, remote = tmp_path / "local", tmp_path / "slurm"
+    local.mkdir()
+    remote.mkdir()
+    # the uninterrupted reference runs locally while the SLURM run goes on
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    reference = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(local), "--configfile",
+         str(config), "--cores", "2", "runs"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    snakemake(remote, config, "--cores", "2", "data")  # the data stage locally: only training matters here
+    overlay = site_overlay(tmp_path, {
+        "set-resources": {**shipped_profile()["set-resources"], "train": {
+            **shipped_profile()["set-resources"]["train"], "runtime": "1 if attempt == 1 else 30"}},
+        "retries": 2, "slurm-init-seconds-before-status-checks": 1,
+    })  # fmt: skip
+    start = datetime.now() - timedelta(seconds=2)
+    snakemake(remote, config, "--profile", str(PROFILE), "--profile", str(overlay), "runs", timeout=480)
+    out, _ = reference.communicate(timeout=600)
+    assert reference.returncode == 0, out[-4000:]
+    train_jobs = [j for j in sacct_since(start, remote) if j["rule"] == "train"]
+    states = [j["State"] for j in train_jobs]
+    assert states[0] == "TIMEOUT" and states[-1] == "COMPLETED", (
+        f"{states}: the first attempt must hit its 1-minute limit; raise RESUME_GRID's budget if it finished")
+    log = next((remote / "logs/train").rglob("*.log")).read_text()
+    assert re.search(r"resuming from checkpoint \S+ \(step \d+\)", log), log[-3000:]
+    (done_remote,) = (remote / "results/runs").glob("*/*/*/done.json")
+    done_local = local / done_remote.relative_to(remote)
+    assert (json.loads(done_remote.read_text())["final_val_loss"]
+            == json.loads(done_local.read_text())["final_val_loss"])  # fmt: skip
