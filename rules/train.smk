@@ -30,7 +30,33 @@ TRAIN_PACKAGE_DIR = str(Path(workflow.basedir) / "workflow")
 TRAIN_CHECKPOINT_EVERY = int(config["train"].get("checkpoint_every", 200))
 TRAIN_TIME_MARGIN_S = int(config["train"].get("time_margin_s", 300))
 TRAIN_RUNTIME_MIN = int(config["train"].get("runtime_min", 60))
-TRAIN_STOP_BEFORE_LIMIT = int(bool(config["train"].get("stop_before_limit", True)))
+TRAIN_STOP_BEFORE_LIMIT = bool(config["train"].get("stop_before_limit", True))
+
+
+# The command; with train.stop_before_limit the trainer stops --time-limit-s seconds after its start:
+# the job's runtime minus the margin (capped at a quarter of the runtime, for short test limits).  Without
+# it the job runs into the scheduler's limit (SIGTERM -> checkpoint -> exit; SLURM records TIMEOUT).
+TRAIN_SHELL = (
+    "PYTHONPATH={TRAIN_PACKAGE_DIR:q}${{PYTHONPATH:+:$PYTHONPATH}} "
+    "{TRAIN_LAUNCHER} {TRAIN_PYTHON:q} -m plmscale.train_cli"
+    " --objective {wildcards.objective} --layers {params.layers} --width {params.width}"
+    " --heads {params.heads} --flops {params.flops} --lr {params.lr} --mask-ratio {params.mask_ratio}"
+    " --context {params.context} --batch-rows {params.batch_rows}"
+    " --warmup-fraction {params.warmup_fraction} --min-lr-ratio {params.min_lr_ratio}"
+    " --weight-decay {params.weight_decay} --beta1 {params.beta1} --beta2 {params.beta2}"
+    " --grad-clip {params.grad_clip} --seed {params.seed} --eval-points {params.eval_points}"
+    " --eval-max-tokens {params.eval_max_tokens} --eval-seed {params.eval_seed}"
+    " --train-dirs {params.train_dirs:q} --valid-dirs {params.valid_dirs:q}"
+    " --model-dir {params.model_dir:q} --metrics {output.metrics:q} --done {output.done:q}"
+    " --checkpoint-dir {params.checkpoint_dir:q} --checkpoint-every {TRAIN_CHECKPOINT_EVERY}"
+    + (
+        " --time-limit-s $(( {resources.runtime} * 60 - ({TRAIN_TIME_MARGIN_S} < {resources.runtime} * 15"
+        " ? {TRAIN_TIME_MARGIN_S} : {resources.runtime} * 15) ))"
+        if TRAIN_STOP_BEFORE_LIMIT
+        else ""
+    )
+    + " --threads {threads} > {log:q} 2>&1"
+)
 
 
 rule train:
@@ -73,23 +99,7 @@ rule train:
     log:
         "logs/train/{objective}/{budget}/{shape}.log",
     shell:
-        "PYTHONPATH={TRAIN_PACKAGE_DIR:q}${{PYTHONPATH:+:$PYTHONPATH}} "
-        "{TRAIN_LAUNCHER} {TRAIN_PYTHON:q} -m plmscale.train_cli"
-        " --objective {wildcards.objective} --layers {params.layers} --width {params.width}"
-        " --heads {params.heads} --flops {params.flops} --lr {params.lr} --mask-ratio {params.mask_ratio}"
-        " --context {params.context} --batch-rows {params.batch_rows}"
-        " --warmup-fraction {params.warmup_fraction} --min-lr-ratio {params.min_lr_ratio}"
-        " --weight-decay {params.weight_decay} --beta1 {params.beta1} --beta2 {params.beta2}"
-        " --grad-clip {params.grad_clip} --seed {params.seed} --eval-points {params.eval_points}"
-        " --eval-max-tokens {params.eval_max_tokens} --eval-seed {params.eval_seed}"
-        " --train-dirs {params.train_dirs:q} --valid-dirs {params.valid_dirs:q}"
-        " --model-dir {params.model_dir:q} --metrics {output.metrics:q} --done {output.done:q}"
-        " --checkpoint-dir {params.checkpoint_dir:q} --checkpoint-every {TRAIN_CHECKPOINT_EVERY}"
-        # runtime minus the margin, the margin capped at a quarter of the runtime (short test limits)
-        # (times 0 when train.stop_before_limit is false: the job then runs into the scheduler's limit)
-        " --time-limit-s $(( {TRAIN_STOP_BEFORE_LIMIT} * ({resources.runtime} * 60"
-        " - ({TRAIN_TIME_MARGIN_S} < {resources.runtime} * 15 ? {TRAIN_TIME_MARGIN_S} : {resources.runtime} * 15)) ))"
-        " --threads {threads} > {log:q} 2>&1"
+        TRAIN_SHELL
 
 
 rule evaluate:

@@ -202,7 +202,9 @@ def test_timeout_resumes_from_checkpoint_with_the_uninterrupted_loss(slurm_clust
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     reference = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(local), "--configfile",
-         str(config), "--cores", "2", "runs"],
+         str(config), "--cores", "2", "runs",
+         # the same torch threads as the profile gives the SLURM job: float reductions then match exactly
+         "--set-threads", f"train={shipped_profile()['set-threads']['train']}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     snakemake(remote, config, "--cores", "2", "data")  # the data stage locally: only training matters here

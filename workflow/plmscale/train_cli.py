@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             log=lambda *a: print(*a, flush=True),
             checkpoint_dir=args.checkpoint_dir,
             checkpoint_every=args.checkpoint_every,
-            # 0 or less: no self-imposed limit (the scheduler's own limit, with SIGTERM, still applies)
-            time_limit_s=args.time_limit_s if args.time_limit_s and args.time_limit_s > 0 else None,
+            time_limit_s=args.time_limit_s,
             time_margin_s=args.time_margin_s,
             started_at=STARTED,
             keep_checkpoints=args.keep_checkpoints,
