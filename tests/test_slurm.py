@@ -186,7 +186,8 @@ def test_outputs_exist_and_second_run_plans_nothing(slurm_run):
 # `resuming from checkpoint <dir> (step <N>)`, saves on SIGTERM and has a `runtime` resource on train.
 RESUME_READY = (REPO / "workflow" / "plmscale" / "checkpoint.py").exists()
 # one CLM run that needs more than SLURM's 1-minute minimum time limit on a CPU (about 2 minutes on 2 cores)
-RESUME_GRID = {"objectives": ["clm"], "budgets": [{"flops": 3.0e11, "shapes": ["c"]}]}
+RESUME_GRID = {"objectives": ["clm"], "budgets": [{"flops": 1.2e11, "shapes": ["c"]}]}  # ~2,900 steps
+RESUME_THREADS = 2  # both runs use the same torch threads, so their float reductions match exactly
 
 
 @pytest.mark.skipif(not RESUME_READY, reason="no trainer checkpoints yet (workflow/plmscale/checkpoint.py)")
@@ -203,19 +204,19 @@ def test_timeout_resumes_from_checkpoint_with_the_uninterrupted_loss(slurm_clust
     reference = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(local), "--configfile",
          str(config), "--cores", "2", "runs",
-         # the same torch threads as the profile gives the SLURM job: float reductions then match exactly
-         "--set-threads", f"train={shipped_profile()['set-threads']['train']}"],
+         "--set-threads", f"train={RESUME_THREADS}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     snakemake(remote, config, "--cores", "2", "data")  # the data stage locally: only training matters here
     overlay = site_overlay(tmp_path, {
         "set-resources": {**shipped_profile()["set-resources"], "train": {
             **shipped_profile()["set-resources"]["train"], "runtime": "1 if attempt == 1 else 30"}},
+        "set-threads": {**shipped_profile()["set-threads"], "train": RESUME_THREADS},
         "retries": 2, "slurm-init-seconds-before-status-checks": 1,
     })  # fmt: skip
     start = datetime.now() - timedelta(seconds=2)
-    snakemake(remote, config, "--profile", str(PROFILE), "--profile", str(overlay), "runs", timeout=480)
-    out, _ = reference.communicate(timeout=600)
+    snakemake(remote, config, "--profile", str(PROFILE), "--profile", str(overlay), "runs", timeout=900)
+    out, _ = reference.communicate(timeout=900)
     assert reference.returncode == 0, out[-4000:]
     train_jobs = [j for j in sacct_since(start, remote) if j["rule"] == "train"]
     states = [j["State"] for j in train_jobs]
