@@ -172,18 +172,35 @@ class Batch:
     labels: torch.Tensor
 
 
-def make_batch(rows: Rows, objective: str, rng: np.random.Generator, mask_ratio: float) -> Batch:
-    """Model inputs and targets of one objective for a set of packed rows."""
+def make_batch(
+    rows: Rows,
+    objective: str,
+    rng: np.random.Generator,
+    mask_ratio: float,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Batch:
+    """Model inputs and targets of one objective for a set of packed rows.
+
+    With ``world_size > 1`` the batch is this rank's share of the step's global batch: rows
+    ``rank, rank + W, ...``.  MLM masks are drawn for the whole global batch and then sliced, so every
+    row gets the mask it would get in a single-process run.
+    """
     if objective == "clm":
         inputs, labels = rows.tokens, clm_labels(rows.tokens, rows.segments)
     elif objective == "mlm":
         inputs, labels = mlm_inputs(rows.tokens, rng, mask_ratio)
     else:
         raise ValueError(f"objective {objective!r} must be 'clm' or 'mlm'")
-    segments = torch.from_numpy(rows.segments)
+    mine = slice(rank, None, world_size)
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array[mine]))
+
     return Batch(
-        input_ids=torch.from_numpy(inputs),
-        position_ids=torch.from_numpy(rows.positions),
-        attention_mask=attention_mask(segments, causal=objective == "clm"),
-        labels=torch.from_numpy(labels),
+        input_ids=tensor(inputs),
+        position_ids=tensor(rows.positions),
+        attention_mask=attention_mask(tensor(rows.segments), causal=objective == "clm"),
+        labels=tensor(labels),
     )

@@ -44,11 +44,8 @@ from plmscale.data import (
     Batch,
     PackedStream,
     Rows,
-    attention_mask,
-    clm_labels,
     make_batch,
     make_documents,
-    mlm_inputs,
 )
 from plmscale.flops import ModelShape, flops_per_token_with_attention, n_params_non_embedding, training_flops
 from plmscale.model import build_model, count_parameters
@@ -299,27 +296,8 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
 def local_batch(
     rows: Rows, objective: str, rng: np.random.Generator, mask_ratio: float, rank: int, world_size: int
 ) -> Batch:
-    """This rank's share (rows ``rank, rank + W, ...``) of a step's global batch.
-
-    MLM masks are drawn for the whole global batch and then sliced, so every row gets the mask it
-    would get in a single-process run.
-    """
-    if world_size == 1:
-        return make_batch(rows, objective, rng, mask_ratio)
-    if objective == "clm":
-        inputs, labels = rows.tokens, clm_labels(rows.tokens, rows.segments)
-    elif objective == "mlm":
-        inputs, labels = mlm_inputs(rows.tokens, rng, mask_ratio)
-    else:
-        raise ValueError(f"objective {objective!r} must be 'clm' or 'mlm'")
-    mine = slice(rank, None, world_size)
-    segments = torch.from_numpy(np.ascontiguousarray(rows.segments[mine]))
-    return Batch(
-        input_ids=torch.from_numpy(np.ascontiguousarray(inputs[mine])),
-        position_ids=torch.from_numpy(np.ascontiguousarray(rows.positions[mine])),
-        attention_mask=attention_mask(segments, causal=objective == "clm"),
-        labels=torch.from_numpy(np.ascontiguousarray(labels[mine])),
-    )
+    """This rank's share of a step's global batch (see :func:`plmscale.data.make_batch`)."""
+    return make_batch(rows, objective, rng, mask_ratio, rank=rank, world_size=world_size)
 
 
 def settings_fingerprint(settings: TrainSettings) -> str:
