@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from plmscale.config import flops_label
 
 from tests.slurm import cluster
 
@@ -185,11 +187,36 @@ def test_outputs_exist_and_second_run_plans_nothing(slurm_run):
 # TIMEOUT -> resume.  Activates once the trainer checkpoints (workflow/plmscale/checkpoint.py), logs
 # `resuming from checkpoint <dir> (step <N>)`, saves on SIGTERM and has a `runtime` resource on train.
 RESUME_READY = (REPO / "workflow" / "plmscale" / "checkpoint.py").exists()
-# one CLM run that needs more than SLURM's 1-minute minimum time limit on a CPU (about 2 minutes on 2 cores)
-# ~1,460 steps: more than a minute of work even at the fastest speed seen here (~20 steps/s), yet done
-# well inside the timeouts at the slowest seen on a busy shared host (~2.5 steps/s)
-RESUME_GRID = {"objectives": ["clm"], "budgets": [{"flops": 6.0e10, "shapes": ["c"]}]}
+# One CLM run on shape c whose length is set from this machine's measured speed: hosts differ a lot, so no
+# fixed budget both outlasts SLURM's 1-minute minimum limit everywhere and finishes inside the timeouts
+# everywhere.  A short calibration run times the trainer first.  Every training here runs alone: two torch
+# processes of 2 threads each on 2 cores ran ~30x slower than one (measured), which made timings meaningless.
+RESUME_SHAPE = "c"
+CALIBRATION_FLOPS = 3.0e10  # ~730 steps of shape c at 256 tokens/step
+RESUME_SOLO_SECONDS = 150  # more than SLURM's kill (1-min limit, checked every <=30 s) plus startup
 RESUME_THREADS = 2  # both runs use the same torch threads, so their float reductions match exactly
+
+
+def resume_budget(calibration: dict) -> float:
+    """FLOPs for RESUME_SOLO_SECONDS of training at the calibration run's speed (steps are linear in C)."""
+    seconds_per_step = calibration["wall_seconds"] / calibration["num_steps"]
+    steps = RESUME_SOLO_SECONDS / seconds_per_step
+    flops = calibration["flops_budget"] * steps / calibration["num_steps"]
+    return float(f"{flops:.1e}")  # two significant digits: a readable budget label
+
+
+def train_locally(workdir: Path, config: Path) -> dict:
+    """Train the config's one run in workdir on this machine, return its done.json, and remove the run, its
+    checkpoints and its log, so that the next run in workdir starts from nothing but the data stage."""
+    threads = f"train={RESUME_THREADS}"
+    snakemake(workdir, config, "--cores", "2", "runs", "--set-threads", threads, timeout=900)
+    (done_path,) = (workdir / "results/runs").glob("*/*/*/done.json")
+    done = json.loads(done_path.read_text())
+    run = done_path.parent.relative_to(workdir / "results/runs")
+    shutil.rmtree(done_path.parent)
+    shutil.rmtree(workdir / "results/checkpoints" / run, ignore_errors=True)
+    (workdir / "logs/train" / run).with_suffix(".log").unlink()
+    return done
 
 
 @pytest.mark.skipif(not RESUME_READY, reason="no trainer checkpoints yet (workflow/plmscale/checkpoint.py)")
@@ -197,19 +224,25 @@ def test_timeout_resumes_from_checkpoint_with_the_uninterrupted_loss(slurm_clust
     # no early self-stop before the limit (if the trainer supports it): SLURM's SIGTERM at 1 minute -> TIMEOUT
     schema = (REPO / "config" / "schema.yaml").read_text()
     train = {k: v for k, v in {"stop_before_limit": False, "checkpoint_every": 20}.items() if k in schema}
-    config = small_config(tmp_path, train=train, **RESUME_GRID)
-    local, remote = tmp_path / "local", tmp_path / "slurm"
-    local.mkdir()
-    remote.mkdir()
-    # the uninterrupted reference runs locally while the SLURM run goes on
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
-    reference = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(local), "--configfile",
-         str(config), "--cores", "2", "runs",
-         "--set-threads", f"train={RESUME_THREADS}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    workdir = tmp_path / "study"
+    workdir.mkdir()
+
+    def config_for(flops: float) -> Path:
+        folder = tmp_path / flops_label(flops)
+        folder.mkdir()
+        grid = {"objectives": ["clm"], "budgets": [{"flops": flops, "shapes": [RESUME_SHAPE]}]}
+        return small_config(folder, train=train, **grid)
+
+    calibration_config = config_for(CALIBRATION_FLOPS)
+    snakemake(workdir, calibration_config, "--cores", "2", "data")  # the data stage locally, once
+    calibration = train_locally(workdir, calibration_config)
+    flops = resume_budget(calibration)
+    config = config_for(flops)
+    reference = train_locally(workdir, config)  # the uninterrupted run, on this machine
+    print(
+        f"\ncalibration: {calibration['num_steps']} steps in {calibration['wall_seconds']:.1f} s; "
+        f"budget {flops:.2g} FLOPs: {reference['num_steps']} steps in {reference['wall_seconds']:.1f} s"
     )
-    snakemake(remote, config, "--cores", "2", "data")  # the data stage locally: only training matters here
     overlay = site_overlay(tmp_path, {
         "set-resources": {**shipped_profile()["set-resources"], "train": {
             **shipped_profile()["set-resources"]["train"], "runtime": "1 if attempt == 1 else 30"}},
@@ -217,16 +250,15 @@ def test_timeout_resumes_from_checkpoint_with_the_uninterrupted_loss(slurm_clust
         "retries": 2, "slurm-init-seconds-before-status-checks": 1,
     })  # fmt: skip
     start = datetime.now() - timedelta(seconds=2)
-    snakemake(remote, config, "--profile", str(PROFILE), "--profile", str(overlay), "runs", timeout=1500)
-    out, _ = reference.communicate(timeout=1500)
-    assert reference.returncode == 0, out[-4000:]
-    train_jobs = [j for j in sacct_since(start, remote) if j["rule"] == "train"]
+    snakemake(workdir, config, "--profile", str(PROFILE), "--profile", str(overlay), "runs", timeout=1500)
+    train_jobs = [j for j in sacct_since(start, workdir) if j["rule"] == "train"]
     states = [j["State"] for j in train_jobs]
     assert states[0] == "TIMEOUT" and states[-1] == "COMPLETED", (
-        f"{states}: the first attempt must hit its 1-minute limit; raise RESUME_GRID's budget if it finished")
-    log = next((remote / "logs/train").rglob("*.log")).read_text()
+        f"{states}: the first attempt must hit its 1-minute limit; raise RESUME_SOLO_SECONDS if it finished")
+    log = next((workdir / "logs/train").rglob("*.log")).read_text()
     assert re.search(r"resuming from checkpoint \S+ \(step \d+\)", log), log[-3000:]
-    (done_remote,) = (remote / "results/runs").glob("*/*/*/done.json")
-    done_local = local / done_remote.relative_to(remote)
-    assert (json.loads(done_remote.read_text())["final_val_loss"]
-            == json.loads(done_local.read_text())["final_val_loss"])  # fmt: skip
+    (done_path,) = (workdir / "results/runs").glob("*/*/*/done.json")
+    resumed = json.loads(done_path.read_text())
+    assert resumed["resumed_from_step"] > 0
+    assert resumed["final_val_loss"] == reference["final_val_loss"]
+    assert resumed["final_train_loss"] == reference["final_train_loss"]
