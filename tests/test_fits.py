@@ -15,10 +15,9 @@ from plmscale.fits import (
     approach2,
     approach3,
     approach3_bootstrap,
-    compute_optimal_laws,
-    fit_power_law,
     huber_log_objective,
 )
+from plmscale.powerlaw import compute_optimal_laws, fit_power_law
 from scipy.optimize import minimize_scalar
 from scipy.special import huber, logsumexp
 

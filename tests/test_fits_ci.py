@@ -1,5 +1,6 @@
-"""Tests of the bootstrap intervals, data-constrained and transfer laws and the extrapolation check in
-plmscale.fits: hand-worked values, noiseless recovery and independent re-implementations of the resampling."""
+"""Tests of the bootstrap intervals (plmscale.fits), the data-constrained and transfer laws and the
+extrapolation check (plmscale.data_constrained, .transfer, .extrapolation): hand-worked values, noiseless
+recovery and independent re-implementations of the resampling."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import math
 
 import numpy as np
 import pytest
+from plmscale.data_constrained import effective_params, effective_tokens, fit_data_constrained
+from plmscale.extrapolation import extrapolation_check
 from plmscale.fits import (
     Approach3Grid,
     approach1,
@@ -15,15 +18,10 @@ from plmscale.fits import (
     approach2,
     approach2_bootstrap,
     approach3,
-    compute_optimal_laws,
-    effective_params,
-    effective_tokens,
-    extrapolation_check,
-    fit_data_constrained,
-    fit_transfer_law,
     interval,
-    tokens_to_reach,
 )
+from plmscale.powerlaw import compute_optimal_laws
+from plmscale.transfer import fit_transfer_law, tokens_to_reach
 
 # Hoffmann et al. 2022 Approach 3 coefficients, the "true" law of the synthetic data (as in test_fits.py).
 E0, A0, B0, ALPHA0, BETA0 = 1.69, 406.4, 410.7, 0.34, 0.28

@@ -1,4 +1,4 @@
-"""Numeric core of the scaling-law fits: Chinchilla Approaches 1, 2 and 3.
+"""Numeric core of the scaling-law fits: Chinchilla Approaches 1, 2 and 3, and their bootstraps.
 
 Pure numpy/scipy, no I/O, deterministic (every random draw goes through ``numpy.random.default_rng(seed)``).
 
@@ -24,6 +24,10 @@ The three estimators:
   (not summing) the Huber terms, which makes L-BFGS stop early -- hence the sum here.
   :func:`approach3_bootstrap` gives percentile intervals by resampling points as Besiroglu et al. did.
 
+Power laws and the shared input checks are in :mod:`plmscale.powerlaw`; the data-constrained variant, the
+transfer law and the extrapolation check, which build on these fits, are in :mod:`plmscale.data_constrained`,
+:mod:`plmscale.transfer` and :mod:`plmscale.extrapolation`.
+
 All results are frozen dataclasses with ``to_dict()`` returning JSON-serialisable plain Python types
 (non-finite floats become ``None``).
 """
@@ -41,8 +45,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import minimize, minimize_scalar
+from numpy.typing import ArrayLike
+from scipy.optimize import minimize
+
+from plmscale.powerlaw import (
+    FloatArray,
+    PowerLaw,
+    as_1d,
+    check_finite,
+    check_positive,
+    compute_optimal_laws,
+    fit_power_law,
+    plain,
+    positive_arrays,
+    same_length,
+)
 
 try:  # optional: keeps scipy's OpenBLAS single-threaded during the many tiny L-BFGS-B solves
     from threadpoolctl import threadpool_limits
@@ -56,31 +73,16 @@ __all__ = [
     "Approach3BootstrapResult",
     "Approach3Grid",
     "Approach3Result",
-    "DataConstrainedResult",
-    "ExtrapolationResult",
-    "HeldOutBudget",
     "LawBootstrapResult",
-    "PowerLaw",
-    "TransferLaw",
     "approach1",
     "approach1_bootstrap",
     "approach2",
     "approach2_bootstrap",
     "approach3",
     "approach3_bootstrap",
-    "compute_optimal_laws",
-    "effective_params",
-    "effective_tokens",
-    "extrapolation_check",
-    "fit_data_constrained",
-    "fit_power_law",
-    "fit_transfer_law",
     "huber_log_objective",
     "interval",
-    "tokens_to_reach",
 ]
-
-FloatArray = NDArray[np.float64]
 
 #: Columns :func:`approach1` needs in its ``curves`` table.
 CURVE_COLUMNS: tuple[str, ...] = ("run_id", "flops", "n_params", "num_tokens", "loss")
@@ -91,51 +93,8 @@ THETA_NAMES: tuple[str, ...] = ("a", "b", "e", "alpha", "beta")
 
 
 # --------------------------------------------------------------------------------------------------------
-# helpers
+# BLAS threads
 # --------------------------------------------------------------------------------------------------------
-
-
-def _plain(x: Any) -> float | None:
-    """A float for JSON: ``None`` when missing or non-finite."""
-    if x is None:
-        return None
-    v = float(x)
-    return v if math.isfinite(v) else None
-
-
-def _as_1d(name: str, values: ArrayLike) -> FloatArray:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}; pass a flat array or list")
-    return arr
-
-
-def _check_finite(name: str, arr: FloatArray) -> None:
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{name} has {int(bad.sum())} non-finite value(s) (first at index {i}: {arr[i]!r}); "
-            "drop those rows (e.g. diverged runs) before fitting"
-        )
-
-
-def _check_positive(name: str, arr: FloatArray) -> None:
-    _check_finite(name, arr)
-    bad = arr <= 0
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{name} must be > 0 for a log-space fit; {int(bad.sum())} value(s) are not "
-            f"(first at index {i}: {arr[i]!r}); remove or correct those rows"
-        )
-
-
-def _check_same_length(**arrays: FloatArray) -> int:
-    lengths = {k: len(v) for k, v in arrays.items()}
-    if len(set(lengths.values())) != 1:
-        raise ValueError(f"inputs must have equal lengths, got {lengths}")
-    return next(iter(lengths.values()))
 
 
 @functools.cache
@@ -156,73 +115,6 @@ def _blas_single_threaded() -> contextlib.AbstractContextManager[Any]:
     if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
         _warn_blas_threads()
     return contextlib.nullcontext()
-
-
-# --------------------------------------------------------------------------------------------------------
-# power laws
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PowerLaw:
-    """``y = coefficient * x ** exponent``."""
-
-    coefficient: float
-    exponent: float
-
-    def __call__(self, x: ArrayLike) -> Any:
-        """Evaluate the law; a float for scalar ``x``, else an array."""
-        arr = np.asarray(x, dtype=np.float64)
-        y = self.coefficient * np.power(arr, self.exponent)
-        return float(y) if y.ndim == 0 else y
-
-    def to_dict(self) -> dict[str, float | None]:
-        return {"coefficient": _plain(self.coefficient), "exponent": _plain(self.exponent)}
-
-
-def fit_power_law(x: ArrayLike, y: ArrayLike) -> PowerLaw:
-    """Least-squares fit of ``log y = log k + p log x``; returns ``PowerLaw(k, p)``.
-
-    Raises ``ValueError`` for fewer than 2 points, mismatched lengths, non-finite or non-positive values, or
-    when all ``x`` are equal (the slope is then undefined).
-    """
-    xa, ya = _as_1d("x", x), _as_1d("y", y)
-    n = _check_same_length(x=xa, y=ya)
-    if n < 2:
-        raise ValueError(f"a power-law fit needs at least 2 points, got {n}; supply more (x, y) pairs")
-    _check_positive("x", xa)
-    _check_positive("y", ya)
-    lx, ly = np.log(xa), np.log(ya)
-    dx = lx - lx.mean()
-    sxx = float(dx @ dx)
-    if sxx <= 0.0 or np.ptp(lx) == 0.0:
-        raise ValueError(
-            f"all x values are equal ({xa[0]!r}); the exponent is undefined -- supply points spanning a range"
-        )
-    slope = float(dx @ (ly - ly.mean())) / sxx
-    intercept = float(ly.mean() - slope * lx.mean())
-    return PowerLaw(coefficient=math.exp(intercept), exponent=slope)
-
-
-def compute_optimal_laws(big_a: float, big_b: float, alpha: float, beta: float) -> tuple[PowerLaw, PowerLaw]:
-    """Compute-optimal allocation implied by ``L = E + A/N^alpha + B/D^beta`` under ``C = 6 N D``.
-
-    Hoffmann et al. 2022, eq. (4): with ``G = (alpha A / (beta B))^(1/(alpha+beta))``,
-    ``N_opt(C) = G (C/6)^(beta/(alpha+beta))`` and ``D_opt(C) = G^-1 (C/6)^(alpha/(alpha+beta))``.
-    The returned coefficients absorb the 1/6: ``N_opt = G 6^-a C^a``.
-    """
-    if not (alpha > 0 and beta > 0 and big_a > 0 and big_b > 0):
-        raise ValueError(
-            f"the compute-optimal allocation needs A, B, alpha, beta > 0, got A={big_a!r}, B={big_b!r}, "
-            f"alpha={alpha!r}, beta={beta!r}; the fit is degenerate -- check the data or the start grid"
-        )
-    s = alpha + beta
-    a_exp, b_exp = beta / s, alpha / s
-    log_g = (math.log(alpha) + math.log(big_a) - math.log(beta) - math.log(big_b)) / s
-    log6 = math.log(6.0)
-    n_law = PowerLaw(coefficient=math.exp(log_g - a_exp * log6), exponent=a_exp)
-    d_law = PowerLaw(coefficient=math.exp(-log_g - b_exp * log6), exponent=b_exp)
-    return n_law, d_law
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -254,10 +146,10 @@ class Approach1Result:
             "n_envelope": len(self.flops),
             "envelope": {
                 "run_id": [_plain_id(r) for r in self.run_id],
-                "flops": [_plain(v) for v in self.flops],
-                "n_params": [_plain(v) for v in self.n_params],
-                "num_tokens": [_plain(v) for v in self.num_tokens],
-                "loss": [_plain(v) for v in self.loss],
+                "flops": [plain(v) for v in self.flops],
+                "n_params": [plain(v) for v in self.n_params],
+                "num_tokens": [plain(v) for v in self.num_tokens],
+                "loss": [plain(v) for v in self.loss],
                 "bin_index": list(self.bin_index),
             },
             "n_opt": self.n_opt.to_dict(),
@@ -270,7 +162,7 @@ def _plain_id(x: Any) -> Any:
     if isinstance(x, np.generic):
         x = x.item()
     if isinstance(x, float):
-        return _plain(x)
+        return plain(x)
     if x is None or isinstance(x, str | int | bool):
         return x
     return str(x)
@@ -305,15 +197,10 @@ def approach1(curves: Any, *, n_bins: int = 30) -> Approach1Result:
     if missing:
         raise ValueError(f"curves lacks column(s) {missing} (has {cols}); required: {list(CURVE_COLUMNS)}")
     run_id = np.asarray(curves["run_id"])
-    flops = _as_1d("flops", curves["flops"])
-    n_params = _as_1d("n_params", curves["n_params"])
-    num_tokens = _as_1d("num_tokens", curves["num_tokens"])
-    loss = _as_1d("loss", curves["loss"])
-    n = _check_same_length(flops=flops, n_params=n_params, num_tokens=num_tokens, loss=loss)
+    flops, n_params, num_tokens, loss = positive_arrays(**{c: curves[c] for c in CURVE_COLUMNS[1:]})
+    n = len(flops)
     if run_id.shape != (n,):
         raise ValueError(f"run_id must have shape ({n},) like the other columns, got {run_id.shape}")
-    for name, arr in (("flops", flops), ("n_params", n_params), ("num_tokens", num_tokens), ("loss", loss)):
-        _check_positive(name, arr)
 
     lo, hi = float(flops.min()), float(flops.max())
     if lo == hi:
@@ -369,13 +256,13 @@ class Approach2Budget:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "budget": _plain(self.budget),
+            "budget": plain(self.budget),
             "n_runs": self.n_runs,
             "n_sizes": self.n_sizes,
-            "n_opt": _plain(self.n_opt),
-            "d_opt": _plain(self.d_opt),
-            "loss_opt": _plain(self.loss_opt),
-            "coefficients": None if self.coefficients is None else [_plain(c) for c in self.coefficients],
+            "n_opt": plain(self.n_opt),
+            "d_opt": plain(self.d_opt),
+            "loss_opt": plain(self.loss_opt),
+            "coefficients": None if self.coefficients is None else [plain(c) for c in self.coefficients],
             "at_edge": bool(self.at_edge),
             "skipped_reason": self.skipped_reason,
         }
@@ -402,7 +289,7 @@ class Approach2Result:
         }
 
 
-def _isoflop_profile(budget: float, n: FloatArray, loss: FloatArray) -> Approach2Budget:
+def isoflop_profile(budget: float, n: FloatArray, loss: FloatArray) -> Approach2Budget:
     sizes = np.unique(n)
     if len(sizes) < 3:
         return Approach2Budget(
@@ -445,20 +332,20 @@ def approach2(
     then extrapolated, not bracketed). ``N_opt(C)`` and ``D_opt(C)`` power laws are fitted over the usable
     budgets (all non-skipped ones; also dropping edge budgets when ``exclude_edge``), needing >= 2.
     """
-    c = _as_1d("budget_flops", budget_flops)
-    n = _as_1d("n_params", n_params)
-    y = _as_1d("loss", loss)
-    _check_same_length(budget_flops=c, n_params=n, loss=y)
+    c = as_1d("budget_flops", budget_flops)
+    n = as_1d("n_params", n_params)
+    y = as_1d("loss", loss)
+    same_length(budget_flops=c, n_params=n, loss=y)
     if len(c) == 0:
         raise ValueError("approach2 got no runs; pass one entry per final IsoFLOP run")
-    _check_positive("budget_flops", c)
-    _check_positive("n_params", n)
-    _check_finite("loss", y)
+    check_positive("budget_flops", c)
+    check_positive("n_params", n)
+    check_finite("loss", y)
 
     records = []
     for budget in np.unique(c):
         sel = c == budget
-        records.append(_isoflop_profile(float(budget), n[sel], y[sel]))
+        records.append(isoflop_profile(float(budget), n[sel], y[sel]))
 
     usable = [r for r in records if r.usable and not (exclude_edge and r.at_edge)]
     n_law = d_law = None
@@ -663,13 +550,13 @@ class Approach3Result:
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": "approach3",
-            "E": _plain(self.E),
-            "A": _plain(self.A),
-            "B": _plain(self.B),
-            "alpha": _plain(self.alpha),
-            "beta": _plain(self.beta),
-            "objective": _plain(self.objective),
-            "huber_delta": _plain(self.huber_delta),
+            "E": plain(self.E),
+            "A": plain(self.A),
+            "B": plain(self.B),
+            "alpha": plain(self.alpha),
+            "beta": plain(self.beta),
+            "objective": plain(self.objective),
+            "huber_delta": plain(self.huber_delta),
             "n_points": self.n_points,
             "n_starts": self.n_starts,
             "n_failed": self.n_failed,
@@ -685,15 +572,9 @@ class Approach3Result:
 def _approach3_inputs(
     n_params: ArrayLike, num_tokens: ArrayLike, loss: ArrayLike, huber_delta: float, max_iter: int
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    n = _as_1d("n_params", n_params)
-    d = _as_1d("num_tokens", num_tokens)
-    y = _as_1d("loss", loss)
-    k = _check_same_length(n_params=n, num_tokens=d, loss=y)
-    if k < 5:
-        raise ValueError(f"approach3 fits 5 parameters and needs >= 5 points, got {k}; supply more runs")
-    _check_positive("n_params", n)
-    _check_positive("num_tokens", d)
-    _check_positive("loss", y)
+    n, d, y = positive_arrays(n_params=n_params, num_tokens=num_tokens, loss=loss)
+    if len(n) < 5:
+        raise ValueError(f"approach3 fits 5 parameters and needs >= 5 points, got {len(n)}; supply more runs")
     if not (math.isfinite(huber_delta) and huber_delta > 0):
         raise ValueError(f"huber_delta must be a finite positive float, got {huber_delta!r} (Hoffmann: 1e-3)")
     if max_iter < 1:
@@ -774,12 +655,12 @@ class Approach3BootstrapResult:
             "seed": self.seed,
             "starts_per_resample": self.starts_per_resample,
             "full_fit": self.full_fit.to_dict(),
-            "percentiles": {k: {q: _plain(v) for q, v in p.items()} for k, p in self.percentiles.items()},
-            "std": {k: _plain(v) for k, v in self.std.items()},
+            "percentiles": {k: {q: plain(v) for q, v in p.items()} for k, p in self.percentiles.items()},
+            "std": {k: plain(v) for k, v in self.std.items()},
             "n_failed_starts": self.n_failed_starts,
             "n_resamples_not_converged": self.n_resamples_not_converged,
             # per-draw values, in step across names, so a caller can propagate them (e.g. L(N, D) CIs)
-            "samples": {k: [_plain(v) for v in vals] for k, vals in self.samples.items()},
+            "samples": {k: [plain(v) for v in vals] for k, vals in self.samples.items()},
         }
 
 
@@ -879,10 +760,10 @@ def approach3_bootstrap(
 def interval(values: ArrayLike) -> dict[str, float]:
     """Percentile interval ``{"lo": p2.5, "median": p50, "hi": p97.5}`` of bootstrap draws
     (:data:`BOOTSTRAP_QUANTILES`, ``numpy.percentile`` with linear interpolation)."""
-    arr = _as_1d("values", values)
+    arr = as_1d("values", values)
     if len(arr) == 0:
         raise ValueError("interval needs at least one value; every bootstrap resample failed -- see n_failed")
-    _check_finite("values", arr)
+    check_finite("values", arr)
     lo, med, hi = (float(v) for v in np.percentile(arr, BOOTSTRAP_QUANTILES))
     return {"lo": lo, "median": med, "hi": hi}
 
@@ -924,10 +805,10 @@ class LawBootstrapResult:
             "resample_unit": self.resample_unit,
             "quantiles": list(BOOTSTRAP_QUANTILES),
             "full_fit": self.full_fit.to_dict(),
-            "percentiles": {k: {q: _plain(v) for q, v in p.items()} for k, p in self.percentiles.items()},
+            "percentiles": {k: {q: plain(v) for q, v in p.items()} for k, p in self.percentiles.items()},
         }
         if include_samples:
-            out["samples"] = {k: [_plain(v) for v in vals] for k, vals in self.samples.items()}
+            out["samples"] = {k: [plain(v) for v in vals] for k, vals in self.samples.items()}
         return out
 
 
@@ -1015,9 +896,9 @@ def approach2_bootstrap(
     """
     _check_resamples(n_resamples)
     full_fit = approach2(budget_flops, n_params, loss, exclude_edge=exclude_edge)  # validates the inputs
-    c = _as_1d("budget_flops", budget_flops)
-    n = _as_1d("n_params", n_params)
-    y = _as_1d("loss", loss)
+    c = as_1d("budget_flops", budget_flops)
+    n = as_1d("n_params", n_params)
+    y = as_1d("loss", loss)
     groups = [np.flatnonzero(c == b) for b in np.unique(c)]
     rng = np.random.default_rng(seed)
     names = [f"{p}_{q}" for p in ("n_opt", "d_opt") for q in ("exponent", "coefficient")]
@@ -1033,435 +914,3 @@ def approach2_bootstrap(
         _law_draws({"n_opt": fit.n_opt, "d_opt": fit.d_opt}, draws)
     return _finish_bootstrap("approach2_bootstrap", "run within budget", n_resamples, seed, full_fit, draws,
                              failures)  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------------------
-# data-constrained scaling (Muennighoff et al. 2023)
-# --------------------------------------------------------------------------------------------------------
-
-
-def _effective(total: ArrayLike, unique: ArrayLike, r_star: float, names: tuple[str, str, str]) -> Any:
-    t = np.asarray(total, dtype=np.float64)
-    u = np.asarray(unique, dtype=np.float64)
-    for name, arr in ((names[0], t), (names[1], u)):
-        _check_positive(name, np.atleast_1d(arr).ravel())
-    if not (math.isfinite(r_star) and r_star > 0):
-        raise ValueError(
-            f"{names[2]} must be a finite positive number of repetitions, got {r_star!r} "
-            "(Muennighoff et al. 2023 fit R_D* = 15.4, R_N* = 5.3)"
-        )
-    u_used = np.minimum(t, u)  # fewer than one epoch: every token is unique, R = 0
-    reps = t / u_used - 1.0
-    out = u_used + u_used * r_star * (-np.expm1(-reps / r_star))
-    return float(out) if out.ndim == 0 else out
-
-
-def effective_tokens(num_tokens: ArrayLike, unique_tokens: ArrayLike, r_star: float) -> Any:
-    """Effective data of Muennighoff et al. 2023 ("Scaling Data-Constrained Language Models", eq. 5).
-
-    ``D' = U_D + U_D R_D* (1 - exp(-R_D / R_D*))`` with ``U_D = min(D, unique_tokens)`` unique tokens seen
-    and ``R_D = D / U_D - 1`` repetitions. ``R_D = 0`` (at most one epoch) gives ``D' = D``; for
-    ``R_D >> R_D*`` the value saturates at ``U_D (1 + R_D*)``; for ``R_D << R_D*`` repeated tokens are worth
-    almost as much as new ones. Broadcasts; a float for scalar inputs.
-    """
-    return _effective(num_tokens, unique_tokens, r_star, ("num_tokens", "unique_tokens", "r_star"))
-
-
-def effective_params(n_params: ArrayLike, unique_params: ArrayLike, r_star: float) -> Any:
-    """The parameter analogue of :func:`effective_tokens` (Muennighoff et al. 2023, eq. 5):
-    ``N' = U_N + U_N R_N* (1 - exp(-R_N / R_N*))``, ``U_N = min(N, unique_params)``, ``R_N = N / U_N - 1``.
-    Muennighoff et al. take ``unique_params = N_opt(U_D)``, the compute-optimal size for the unique data;
-    :func:`fit_data_constrained` does not use it (it keeps ``N' = N``)."""
-    return _effective(n_params, unique_params, r_star, ("n_params", "unique_params", "r_star"))
-
-
-@dataclass(frozen=True)
-class DataConstrainedResult:
-    """``L = E + A/N^alpha + B/D'^beta`` with ``D' = effective_tokens(D, U_D, r_star_d)``; ``E, A, B, alpha,
-    beta`` are held at a base Approach 3 fit and only ``r_star_d`` is fitted."""
-
-    r_star_d: float
-    E: float
-    A: float
-    B: float
-    alpha: float
-    beta: float
-    objective: float
-    huber_delta: float
-    n_points: int
-    n_repeated: int
-    at_bound: bool
-    r_star_bounds: tuple[float, float]
-    converged: bool
-    message: str
-
-    def predict(self, n: ArrayLike, d: ArrayLike, unique: ArrayLike) -> Any:
-        """``E + A n^-alpha + B D'^-beta``; a float for scalar inputs."""
-        d_eff = np.asarray(effective_tokens(d, unique, self.r_star_d), dtype=np.float64)
-        out = self.E + self.A * np.power(np.asarray(n, dtype=np.float64), -self.alpha)
-        out = out + self.B * np.power(d_eff, -self.beta)
-        return float(out) if np.ndim(out) == 0 else out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": "data_constrained",
-            "form": "L = E + A/N^alpha + B/D'^beta, D' = U_D + U_D R_D* (1 - exp(-R_D/R_D*))",
-            "r_star_d": _plain(self.r_star_d),
-            "base": {k: _plain(getattr(self, k)) for k in ("E", "A", "B", "alpha", "beta")},
-            "objective": _plain(self.objective),
-            "huber_delta": _plain(self.huber_delta),
-            "n_points": self.n_points,
-            "n_repeated": self.n_repeated,
-            "at_bound": self.at_bound,
-            "r_star_bounds": [_plain(v) for v in self.r_star_bounds],
-            "converged": self.converged,
-            "message": self.message,
-        }
-
-
-def fit_data_constrained(
-    n_params: ArrayLike,
-    num_tokens: ArrayLike,
-    unique_tokens: ArrayLike,
-    loss: ArrayLike,
-    *,
-    base: Approach3Result,
-    huber_delta: float = 1e-3,
-    r_star_bounds: tuple[float, float] = (1e-2, 1e4),
-    n_grid: int = 81,
-) -> DataConstrainedResult:
-    """Fit ``R_D*`` of the data-constrained law (Muennighoff et al. 2023, eq. 5-6) with the rest held fixed.
-
-    The model is ``L_hat = E + A/N^alpha + B/D'^beta`` with ``D' = effective_tokens(D, U_D, R_D*)`` and
-    ``E, A, B, alpha, beta`` from ``base`` (fit it with :func:`approach3` on single-epoch runs, as Muennighoff
-    et al. did). The objective is ``sum_i Huber_delta(ln L_hat_i - ln L_i)`` (as Approach 3); it is scanned on
-    ``n_grid`` log-spaced values of ``R_D*`` in ``r_star_bounds`` and refined by scipy's bounded scalar
-    minimiser over ``ln R_D*`` in the bracket around the best grid value. ``at_bound`` flags a minimum at
-    either end of the bounds (``R_D*`` not identified: too few repeated epochs, or repetition costs nothing).
-    Only runs with ``D > U_D`` inform ``R_D*``; without any, ``ValueError``.
-    """
-    n = _as_1d("n_params", n_params)
-    d = _as_1d("num_tokens", num_tokens)
-    u = _as_1d("unique_tokens", unique_tokens)
-    y = _as_1d("loss", loss)
-    k = _check_same_length(n_params=n, num_tokens=d, unique_tokens=u, loss=y)
-    for name, arr in (("n_params", n), ("num_tokens", d), ("unique_tokens", u), ("loss", y)):
-        _check_positive(name, arr)
-    params = (base.E, base.A, base.B, base.alpha, base.beta)
-    if not all(math.isfinite(v) and v > 0 for v in params):
-        raise ValueError(f"base fit needs finite positive E, A, B, alpha, beta, got {params}; refit it")
-    lo, hi = (float(v) for v in r_star_bounds)
-    if not (0 < lo < hi and math.isfinite(hi)):
-        raise ValueError(f"r_star_bounds must satisfy 0 < lo < hi < inf, got {r_star_bounds!r}")
-    if not (math.isfinite(huber_delta) and huber_delta > 0):
-        raise ValueError(f"huber_delta must be a finite positive float, got {huber_delta!r} (Hoffmann: 1e-3)")
-    if n_grid < 3:
-        raise ValueError(f"n_grid must be >= 3, got {n_grid!r}")
-    n_repeated = int(np.count_nonzero(d > u))
-    if n_repeated == 0:
-        raise ValueError(
-            f"none of the {k} runs repeats its data (num_tokens <= unique_tokens everywhere), so R_D* is not "
-            "identifiable; include runs trained for more than one epoch"
-        )
-    big_e, big_a, big_b, alpha, beta = params
-    fixed = big_e + big_a * np.power(n, -alpha)
-    log_y = np.log(y)
-
-    def objective(log_r: float) -> float:
-        d_eff = effective_tokens(d, u, math.exp(log_r))
-        r = np.log(fixed + big_b * np.power(d_eff, -beta)) - log_y
-        h = np.clip(r, -huber_delta, huber_delta)
-        return float(h @ (r - 0.5 * h))
-
-    grid = np.linspace(math.log(lo), math.log(hi), int(n_grid))
-    values = np.array([objective(float(g)) for g in grid])
-    i = int(np.argmin(values))
-    left, right = float(grid[max(i - 1, 0)]), float(grid[min(i + 1, len(grid) - 1)])
-    res = minimize_scalar(objective, bounds=(left, right), method="bounded", options={"xatol": 1e-10})
-    best_x, best_f = (float(res.x), float(res.fun)) if res.fun <= values[i] else (float(grid[i]), values[i])
-    span = grid[-1] - grid[0]
-    at_bound = bool(min(best_x - grid[0], grid[-1] - best_x) < 1e-6 * span)
-    return DataConstrainedResult(
-        r_star_d=math.exp(best_x), E=big_e, A=big_a, B=big_b, alpha=alpha, beta=beta,
-        objective=float(best_f), huber_delta=float(huber_delta), n_points=k, n_repeated=n_repeated,
-        at_bound=at_bound, r_star_bounds=(lo, hi), converged=bool(res.success), message=str(res.message),
-    )  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------------------
-# transfer scaling (Cheng et al. 2024, after Hernandez et al. 2021)
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TransferLaw:
-    """``D_t = k (1/D_F)^alpha N^beta``: tokens effectively transferred by pre-training on the other
-    objective, for ``D_F`` fine-tuning tokens and ``N`` parameters (Cheng et al. 2024, transfer scaling;
-    Hernandez et al. 2021, "Scaling Laws for Transfer")."""
-
-    k: float
-    alpha: float
-    beta: float
-    n_points: int
-    rms_log_residual: float
-
-    def __call__(self, n_params: ArrayLike, finetune_tokens: ArrayLike) -> Any:
-        """``k D_F^-alpha N^beta``; a float for scalar inputs."""
-        n = np.asarray(n_params, dtype=np.float64)
-        df = np.asarray(finetune_tokens, dtype=np.float64)
-        out = self.k * np.power(df, -self.alpha) * np.power(n, self.beta)
-        return float(out) if np.ndim(out) == 0 else out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": "transfer_law",
-            "form": "D_t = k * (1/D_F)^alpha * N^beta",
-            "k": _plain(self.k),
-            "alpha": _plain(self.alpha),
-            "beta": _plain(self.beta),
-            "n_points": self.n_points,
-            "rms_log_residual": _plain(self.rms_log_residual),
-        }
-
-
-def fit_transfer_law(
-    n_params: ArrayLike, finetune_tokens: ArrayLike, transferred_tokens: ArrayLike
-) -> TransferLaw:
-    """Least squares in log space: ``ln D_t = ln k - alpha ln D_F + beta ln N`` (``numpy.linalg.lstsq``).
-
-    ``transferred_tokens`` are ``D_t = D_scratch(L) - D_F``: the extra tokens a from-scratch run needs to
-    reach the loss ``L`` the transferred run reaches after ``D_F`` fine-tuning tokens (see
-    :func:`tokens_to_reach`). Needs >= 3 points with ``D_F`` and ``N`` varying independently; ``D_t <= 0``
-    (transfer did not help) cannot be represented in log space and raises ``ValueError``.
-    """
-    n = _as_1d("n_params", n_params)
-    df = _as_1d("finetune_tokens", finetune_tokens)
-    dt = _as_1d("transferred_tokens", transferred_tokens)
-    k = _check_same_length(n_params=n, finetune_tokens=df, transferred_tokens=dt)
-    if k < 3:
-        raise ValueError(f"the transfer law has 3 parameters and needs >= 3 points, got {k}; add runs")
-    _check_positive("n_params", n)
-    _check_positive("finetune_tokens", df)
-    _check_finite("transferred_tokens", dt)
-    if (dt <= 0).any():
-        i = int(np.flatnonzero(dt <= 0)[0])
-        raise ValueError(
-            f"transferred_tokens must be > 0 for a log-space fit; {int((dt <= 0).sum())} are not (first at "
-            f"index {i}: {float(dt[i])!r}): transfer did not help there -- drop those points, report apart"
-        )
-    x = np.column_stack([np.ones(k), -np.log(df), np.log(n)])
-    if np.linalg.matrix_rank(x) < 3:
-        raise ValueError(
-            "ln D_F and ln N are collinear (or constant) across the points, so alpha and beta are not "
-            "identifiable; vary the fine-tuning tokens and the model size independently"
-        )
-    coef, *_ = np.linalg.lstsq(x, np.log(dt), rcond=None)
-    resid = np.log(dt) - x @ coef
-    return TransferLaw(
-        k=math.exp(float(coef[0])), alpha=float(coef[1]), beta=float(coef[2]), n_points=k,
-        rms_log_residual=float(np.sqrt(np.mean(resid**2))),
-    )  # fmt: skip
-
-
-def tokens_to_reach(curve_tokens: ArrayLike, curve_loss: ArrayLike, target_loss: float) -> float | None:
-    """Tokens at which a learning curve first reaches ``target_loss``, or ``None`` if it never does.
-
-    ``curve_tokens`` must increase strictly. The first logged point with ``loss <= target_loss`` is found;
-    between it and the previous point the loss is taken linear in ``ln tokens`` (log-linear interpolation):
-    ``ln t = ln t0 + (target - L0) / (L1 - L0) * (ln t1 - ln t0)``. A curve already at or below the target at
-    its first point returns that point's tokens (the true crossing is no later). Noise after the first
-    crossing is ignored, so the curve need not be exactly monotone.
-    """
-    t = _as_1d("curve_tokens", curve_tokens)
-    y = _as_1d("curve_loss", curve_loss)
-    _check_same_length(curve_tokens=t, curve_loss=y)
-    if len(t) == 0:
-        raise ValueError("tokens_to_reach got an empty learning curve; pass the logged (tokens, loss) points")
-    _check_positive("curve_tokens", t)
-    _check_finite("curve_loss", y)
-    if not math.isfinite(target_loss):
-        raise ValueError(f"target_loss must be finite, got {target_loss!r}")
-    if (np.diff(t) <= 0).any():
-        raise ValueError("curve_tokens must increase strictly; sort the curve by tokens and drop duplicates")
-    hit = np.flatnonzero(y <= target_loss)
-    if len(hit) == 0:
-        return None
-    i = int(hit[0])
-    if i == 0:
-        return float(t[0])
-    l0, l1 = float(y[i - 1]), float(y[i])
-    frac = (target_loss - l0) / (l1 - l0)  # l0 > target >= l1, so 0 < frac <= 1
-    return math.exp(math.log(t[i - 1]) + frac * (math.log(t[i]) - math.log(t[i - 1])))
-
-
-# --------------------------------------------------------------------------------------------------------
-# extrapolation check: fit on small budgets, predict the larger ones
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HeldOutBudget:
-    """Prediction vs observation at one budget larger than the cutoff.
-
-    ``observed_n_opt`` is the held-out budget's own Approach 2 parabola minimum (``None`` when its profile is
-    skipped); ``n_opt_ratio = predicted / observed``. ``best_n``, ``best_d``, ``observed_min_loss`` are the
-    run with the lowest final loss. ``predicted_loss`` is compared with ``loss_reference``:
-
-    * approach3: ``L_hat(best_n, best_d)`` vs ``observed_min_loss`` (the same run);
-    * approach2: a power law ``L_opt(C)`` fitted to the fitting budgets' parabola minima, vs the held-out
-      parabola minimum ``observed_parabola_loss`` (both profile minima; a pure power law only when E = 0).
-
-    ``loss_relative_error = predicted_loss / reference - 1``.
-    """
-
-    budget: float
-    n_runs: int
-    predicted_n_opt: float
-    observed_n_opt: float | None
-    n_opt_ratio: float | None
-    observed_at_edge: bool
-    observed_skipped_reason: str | None
-    best_n: float
-    best_d: float
-    observed_min_loss: float
-    observed_parabola_loss: float | None
-    predicted_loss: float | None
-    loss_reference: str
-    loss_relative_error: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "budget": _plain(self.budget),
-            "n_runs": self.n_runs,
-            "predicted_n_opt": _plain(self.predicted_n_opt),
-            "observed_n_opt": _plain(self.observed_n_opt),
-            "n_opt_ratio": _plain(self.n_opt_ratio),
-            "observed_at_edge": self.observed_at_edge,
-            "observed_skipped_reason": self.observed_skipped_reason,
-            "best_n": _plain(self.best_n),
-            "best_d": _plain(self.best_d),
-            "observed_min_loss": _plain(self.observed_min_loss),
-            "observed_parabola_loss": _plain(self.observed_parabola_loss),
-            "predicted_loss": _plain(self.predicted_loss),
-            "loss_reference": self.loss_reference,
-            "loss_relative_error": _plain(self.loss_relative_error),
-        }
-
-
-@dataclass(frozen=True)
-class ExtrapolationResult:
-    """A law fitted on budgets ``<= cutoff_flops`` and its predictions at every larger budget."""
-
-    method: str
-    cutoff_flops: float
-    n_fit_runs: int
-    fit_budgets: tuple[float, ...]
-    fit: dict[str, Any]
-    held_out: tuple[HeldOutBudget, ...]
-
-    @property
-    def max_abs_log_ratio(self) -> float | None:
-        """``max |ln(predicted N_opt / observed N_opt)|`` over held-out budgets with an observed optimum."""
-        logs = [abs(math.log(h.n_opt_ratio)) for h in self.held_out if h.n_opt_ratio is not None]
-        return max(logs) if logs else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": f"extrapolation_check/{self.method}",
-            "cutoff_flops": _plain(self.cutoff_flops),
-            "n_fit_runs": self.n_fit_runs,
-            "fit_budgets": [_plain(b) for b in self.fit_budgets],
-            "fit": self.fit,
-            "held_out": [h.to_dict() for h in self.held_out],
-            "max_abs_log_ratio": _plain(self.max_abs_log_ratio),
-        }
-
-
-def extrapolation_check(
-    budget_flops: ArrayLike,
-    n_params: ArrayLike,
-    loss: ArrayLike,
-    *,
-    cutoff_flops: float,
-    method: str = "approach2",
-    num_tokens: ArrayLike | None = None,
-    exclude_edge: bool = False,
-    init_grid: Approach3Grid | None = None,
-    huber_delta: float = 1e-3,
-) -> ExtrapolationResult:
-    """Fit on the IsoFLOP runs with ``budget <= cutoff_flops``, predict each larger budget, compare.
-
-    ``method="approach2"``: :func:`approach2` (with ``exclude_edge``) gives ``N_opt(C)``; the predicted loss
-    is a power law fitted (:func:`fit_power_law`) to the fitting budgets' parabola minima ``L_opt``.
-    ``method="approach3"``: :func:`approach3` (``init_grid``, ``huber_delta``) on the fitting runs gives
-    ``N_opt(C)`` by :func:`compute_optimal_laws` and ``L_hat(N, D)``. ``num_tokens`` defaults to
-    ``C / (6 N)``. Each held-out budget is compared with its own Approach 2 parabola (see
-    :class:`HeldOutBudget`). Raises ``ValueError`` when no budget lies on either side of the cutoff or the
-    fitting budgets cannot support the law.
-    """
-    if method not in ("approach2", "approach3"):
-        raise ValueError(f"method must be 'approach2' or 'approach3', got {method!r}")
-    c = _as_1d("budget_flops", budget_flops)
-    n = _as_1d("n_params", n_params)
-    y = _as_1d("loss", loss)
-    d = c / (6.0 * n) if num_tokens is None else _as_1d("num_tokens", num_tokens)
-    _check_same_length(budget_flops=c, n_params=n, loss=y, num_tokens=d)
-    for name, arr in (("budget_flops", c), ("n_params", n), ("loss", y), ("num_tokens", d)):
-        _check_positive(name, arr)
-    if not (math.isfinite(cutoff_flops) and cutoff_flops > 0):
-        raise ValueError(f"cutoff_flops must be a finite positive FLOP count, got {cutoff_flops!r}")
-    budgets = np.unique(c)
-    fit_b, held_b = budgets[budgets <= cutoff_flops], budgets[budgets > cutoff_flops]
-    if len(fit_b) == 0 or len(held_b) == 0:
-        raise ValueError(
-            f"cutoff_flops={cutoff_flops:.4g} leaves {len(fit_b)} budget(s) to fit and {len(held_b)} to "
-            f"predict (budgets {budgets[0]:.4g} .. {budgets[-1]:.4g}); choose a cutoff between two budgets"
-        )
-    sel = c <= cutoff_flops
-    fit_dict: dict[str, Any]
-    if method == "approach2":
-        a2 = approach2(c[sel], n[sel], y[sel], exclude_edge=exclude_edge)
-        if a2.n_opt is None:
-            raise ValueError(
-                f"approach2 on the budgets <= cutoff has no N_opt law: {a2.law_reason}; raise the cutoff "
-                "or use method='approach3'"
-            )
-        used = [b for b in a2.budgets if b.usable and not (exclude_edge and b.at_edge)]
-        loss_law = fit_power_law([b.budget for b in used], [b.loss_opt for b in used])
-        n_law = a2.n_opt
-        fit_dict = {**a2.to_dict(), "loss_opt_law": loss_law.to_dict()}
-    else:
-        a3 = approach3(n[sel], d[sel], y[sel], huber_delta=huber_delta, init_grid=init_grid)
-        if a3.n_opt is None:
-            raise ValueError(
-                f"approach3 on the budgets <= cutoff has no N_opt law: {a3.law_reason}; raise the cutoff "
-                "or use method='approach2'"
-            )
-        n_law = a3.n_opt
-        fit_dict = a3.to_dict()
-
-    held: list[HeldOutBudget] = []
-    for budget in held_b:
-        m = c == budget
-        profile = _isoflop_profile(float(budget), n[m], y[m])
-        j = int(np.argmin(y[m]))
-        best_n, best_d, best_l = float(n[m][j]), float(d[m][j]), float(y[m][j])
-        pred_n = float(n_law(float(budget)))
-        if method == "approach2":
-            pred_l: float | None = float(loss_law(float(budget)))
-            ref_kind, ref = "observed_parabola_loss", profile.loss_opt
-        else:
-            pred_l = float(a3.predict(best_n, best_d))
-            ref_kind, ref = "observed_min_loss", best_l
-        held.append(HeldOutBudget(
-            budget=float(budget), n_runs=int(m.sum()), predicted_n_opt=pred_n, observed_n_opt=profile.n_opt,
-            n_opt_ratio=None if profile.n_opt is None else pred_n / profile.n_opt,
-            observed_at_edge=profile.at_edge, observed_skipped_reason=profile.skipped_reason,
-            best_n=best_n, best_d=best_d, observed_min_loss=best_l, observed_parabola_loss=profile.loss_opt,
-            predicted_loss=pred_l, loss_reference=ref_kind,
-            loss_relative_error=None if ref is None or pred_l is None else pred_l / ref - 1.0,
-        ))  # fmt: skip
-    return ExtrapolationResult(
-        method=method, cutoff_flops=float(cutoff_flops), n_fit_runs=int(sel.sum()),
-        fit_budgets=tuple(float(b) for b in fit_b), fit=fit_dict, held_out=tuple(held),
-    )  # fmt: skip

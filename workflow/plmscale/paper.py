@@ -17,6 +17,7 @@ import polars as pl
 
 from plmscale import fits
 from plmscale.atomic import write_json_atomic, write_text_atomic
+from plmscale.extrapolation import extrapolation_check
 from plmscale.paper_logs import (
     approach3_points,
     final_losses,
@@ -158,7 +159,7 @@ def fit_paper_objective(
         "extrapolation": {
             method: _attempt(
                 f"extrapolation_{method}",
-                fits.extrapolation_check,
+                extrapolation_check,
                 budgets,
                 iso_n,
                 iso_loss,

@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from plmscale.fits import compute_optimal_laws, interval
+from plmscale.fits import interval
 from plmscale.flops import ModelShape, flops_per_token_with_attention, n_params_non_embedding
+from plmscale.powerlaw import compute_optimal_laws
 
 __all__ = [
     "METHODS",

@@ -1,0 +1,117 @@
+"""Transfer scaling between objectives (Cheng et al. 2024, after Hernandez et al. 2021, "Scaling Laws for
+Transfer"): the tokens a pre-training on the other objective is worth, and the law they follow.
+
+Pure numpy, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from plmscale.powerlaw import as_1d, check_finite, check_positive, plain, same_length
+
+
+@dataclass(frozen=True)
+class TransferLaw:
+    """``D_t = k (1/D_F)^alpha N^beta``: tokens effectively transferred by pre-training on the other
+    objective, for ``D_F`` fine-tuning tokens and ``N`` parameters (Cheng et al. 2024, transfer scaling;
+    Hernandez et al. 2021, "Scaling Laws for Transfer")."""
+
+    k: float
+    alpha: float
+    beta: float
+    n_points: int
+    rms_log_residual: float
+
+    def __call__(self, n_params: ArrayLike, finetune_tokens: ArrayLike) -> Any:
+        """``k D_F^-alpha N^beta``; a float for scalar inputs."""
+        n = np.asarray(n_params, dtype=np.float64)
+        df = np.asarray(finetune_tokens, dtype=np.float64)
+        out = self.k * np.power(df, -self.alpha) * np.power(n, self.beta)
+        return float(out) if np.ndim(out) == 0 else out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": "transfer_law",
+            "form": "D_t = k * (1/D_F)^alpha * N^beta",
+            "k": plain(self.k),
+            "alpha": plain(self.alpha),
+            "beta": plain(self.beta),
+            "n_points": self.n_points,
+            "rms_log_residual": plain(self.rms_log_residual),
+        }
+
+
+def fit_transfer_law(
+    n_params: ArrayLike, finetune_tokens: ArrayLike, transferred_tokens: ArrayLike
+) -> TransferLaw:
+    """Least squares in log space: ``ln D_t = ln k - alpha ln D_F + beta ln N`` (``numpy.linalg.lstsq``).
+
+    ``transferred_tokens`` are ``D_t = D_scratch(L) - D_F``: the extra tokens a from-scratch run needs to
+    reach the loss ``L`` the transferred run reaches after ``D_F`` fine-tuning tokens (see
+    :func:`tokens_to_reach`). Needs >= 3 points with ``D_F`` and ``N`` varying independently; ``D_t <= 0``
+    (transfer did not help) cannot be represented in log space and raises ``ValueError``.
+    """
+    n = as_1d("n_params", n_params)
+    df = as_1d("finetune_tokens", finetune_tokens)
+    dt = as_1d("transferred_tokens", transferred_tokens)
+    k = same_length(n_params=n, finetune_tokens=df, transferred_tokens=dt)
+    if k < 3:
+        raise ValueError(f"the transfer law has 3 parameters and needs >= 3 points, got {k}; add runs")
+    check_positive("n_params", n)
+    check_positive("finetune_tokens", df)
+    check_finite("transferred_tokens", dt)
+    if (dt <= 0).any():
+        i = int(np.flatnonzero(dt <= 0)[0])
+        raise ValueError(
+            f"transferred_tokens must be > 0 for a log-space fit; {int((dt <= 0).sum())} are not (first at "
+            f"index {i}: {float(dt[i])!r}): transfer did not help there -- drop those points, report apart"
+        )
+    x = np.column_stack([np.ones(k), -np.log(df), np.log(n)])
+    if np.linalg.matrix_rank(x) < 3:
+        raise ValueError(
+            "ln D_F and ln N are collinear (or constant) across the points, so alpha and beta are not "
+            "identifiable; vary the fine-tuning tokens and the model size independently"
+        )
+    coef, *_ = np.linalg.lstsq(x, np.log(dt), rcond=None)
+    resid = np.log(dt) - x @ coef
+    return TransferLaw(
+        k=math.exp(float(coef[0])), alpha=float(coef[1]), beta=float(coef[2]), n_points=k,
+        rms_log_residual=float(np.sqrt(np.mean(resid**2))),
+    )  # fmt: skip
+
+
+def tokens_to_reach(curve_tokens: ArrayLike, curve_loss: ArrayLike, target_loss: float) -> float | None:
+    """Tokens at which a learning curve first reaches ``target_loss``, or ``None`` if it never does.
+
+    ``curve_tokens`` must increase strictly. The first logged point with ``loss <= target_loss`` is found;
+    between it and the previous point the loss is taken linear in ``ln tokens`` (log-linear interpolation):
+    ``ln t = ln t0 + (target - L0) / (L1 - L0) * (ln t1 - ln t0)``. A curve already at or below the target at
+    its first point returns that point's tokens (the true crossing is no later). Noise after the first
+    crossing is ignored, so the curve need not be exactly monotone.
+    """
+    t = as_1d("curve_tokens", curve_tokens)
+    y = as_1d("curve_loss", curve_loss)
+    same_length(curve_tokens=t, curve_loss=y)
+    if len(t) == 0:
+        raise ValueError("tokens_to_reach got an empty learning curve; pass the logged (tokens, loss) points")
+    check_positive("curve_tokens", t)
+    check_finite("curve_loss", y)
+    if not math.isfinite(target_loss):
+        raise ValueError(f"target_loss must be finite, got {target_loss!r}")
+    if (np.diff(t) <= 0).any():
+        raise ValueError("curve_tokens must increase strictly; sort the curve by tokens and drop duplicates")
+    hit = np.flatnonzero(y <= target_loss)
+    if len(hit) == 0:
+        return None
+    i = int(hit[0])
+    if i == 0:
+        return float(t[0])
+    l0, l1 = float(y[i - 1]), float(y[i])
+    frac = (target_loss - l0) / (l1 - l0)  # l0 > target >= l1, so 0 < frac <= 1
+    return math.exp(math.log(t[i - 1]) + frac * (math.log(t[i]) - math.log(t[i - 1])))
