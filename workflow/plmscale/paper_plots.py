@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
-from plmscale.plots import TITLES, _budget_colors, _law_label, _save
+from plmscale.plots import TITLES, budget_colors, law_label, save_figure, style_axes
 
 METHOD_COLORS = {"approach1": "tab:blue", "approach2": "tab:orange", "approach3": "tab:green"}
 
@@ -24,7 +24,7 @@ def isoflop(finals: pl.DataFrame, fit: dict[str, Any], objective: str):
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
     iso = finals.filter(pl.col("budget_flops").is_not_null())
     budgets = sorted(set(iso["budget_flops"].to_list()))
-    colors = _budget_colors(budgets)
+    colors = budget_colors(budgets)
     a2 = {b["budget"]: b for b in fit.get("approach2", {}).get("budgets", [])}
     for budget in budgets:
         sub = iso.filter(pl.col("budget_flops") == budget).sort("n_params")
@@ -42,12 +42,16 @@ def isoflop(finals: pl.DataFrame, fit: dict[str, Any], objective: str):
                     color="crimson",
                     ms=9,
                 )
-    ax.set_xscale("log")
-    ax.set_xlabel("non-embedding parameters N")
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title(f"IsoFLOP profiles from the published logs, {TITLES[objective]} — Approach 2")
-    ax.legend(fontsize=7, ncol=2, title="budget C (FLOPs); ★ N_opt, × edge", title_fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
+    style_axes(
+        ax,
+        xlabel="non-embedding parameters N",
+        ylabel="validation loss (nats/token)",
+        title=f"IsoFLOP profiles from the published logs, {TITLES[objective]} — Approach 2",
+        fontsize=7,
+        ncol=2,
+        legend_title="budget C (FLOPs); ★ N_opt, × edge",
+        title_fontsize=7,
+    )
     return fig
 
 
@@ -100,7 +104,7 @@ def optimal(fit: dict[str, Any], objective: str):
                     res["coefficient"] * c ** res["exponent"],
                     "-",
                     color=color,
-                    label=f"{method}: {_law_label(law.upper(), res)}",
+                    label=f"{method}: {law_label(law.upper(), res)}",
                 )
         if published:
             key = "n_opt_exponent" if law == "n_opt" else "d_opt_exponent"
@@ -112,12 +116,14 @@ def optimal(fit: dict[str, Any], objective: str):
                 fontsize=6,
                 va="top",
             )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("training compute C (FLOPs, 6ND)")
-        ax.set_ylabel(unit)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6, loc="lower right")
+        style_axes(
+            ax,
+            xlabel="training compute C (FLOPs, 6ND)",
+            ylabel=unit,
+            logy=True,
+            fontsize=6,
+            loc="lower right",
+        )
     fig.suptitle(
         f"Compute-optimal allocation from the published logs, {TITLES[objective]} — Approaches 1, 2, 3"
     )
@@ -140,15 +146,16 @@ def loss_vs_compute(points: pl.DataFrame, fit: dict[str, Any], objective: str):
                 c,
                 a1["loss"]["coefficient"] * c ** a1["loss"]["exponent"],
                 color="tab:red",
-                label=f"approach1: {_law_label('L', a1['loss'])}",
+                label=f"approach1: {law_label('L', a1['loss'])}",
             )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("training compute C (FLOPs, 6ND, without embeddings)")
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title(f"Loss vs compute from the published logs, {TITLES[objective]} — Approach 1")
-    ax.legend(fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
+    style_axes(
+        ax,
+        xlabel="training compute C (FLOPs, 6ND, without embeddings)",
+        ylabel="validation loss (nats/token)",
+        title=f"Loss vs compute from the published logs, {TITLES[objective]} — Approach 1",
+        logy=True,
+        fontsize=7,
+    )
     return fig
 
 
@@ -178,13 +185,14 @@ def extrapolation(fit: dict[str, Any], objective: str):
                 color=color,
             )
     ax.plot([], [], "o", mfc="none", color="k", label="observed N_opt (parabola of the held-out budget)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("held-out compute budget C (FLOPs)")
-    ax.set_ylabel("N_opt (parameters)")
-    ax.set_title(f"Extrapolation check, {TITLES[objective]}")
-    ax.legend(fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
+    style_axes(
+        ax,
+        xlabel="held-out compute budget C (FLOPs)",
+        ylabel="N_opt (parameters)",
+        title=f"Extrapolation check, {TITLES[objective]}",
+        logy=True,
+        fontsize=7,
+    )
     return fig
 
 
@@ -203,12 +211,13 @@ def ur50_vs_unimeta(ur50: pl.DataFrame):
         if "variant" in sub.columns:
             sub = sub.filter(pl.col("variant").is_null() | (pl.col("variant") == ""))
         _curves_panel(ax, sub, ["dataset", "size"], "tokens", "loss")
-        ax.set_xscale("log")
-        ax.set_xlabel("training tokens")
-        ax.set_ylabel("validation loss (nats/token)")
-        ax.set_title(f"{TITLES[objective]}: UniRef50 only vs UniMeta200B")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        style_axes(
+            ax,
+            xlabel="training tokens",
+            ylabel="validation loss (nats/token)",
+            title=f"{TITLES[objective]}: UniRef50 only vs UniMeta200B",
+            fontsize=7,
+        )
     fig.suptitle("Repeating UniRef50 vs adding metagenomic data (the paper's Figure 1), published logs")
     fig.tight_layout()
     return fig
@@ -261,12 +270,14 @@ def transfer(frame: pl.DataFrame):
                     source = "from MLM" if objective == "clm" else "from CLM"
                     label = f"{size} {source if pretrained else 'scratch'}"
                     ax.plot(run["step"], run["value"], style, lw=1, color=color, label=label)
-        ax.set_xscale("log")
-        ax.set_xlabel("training tokens (this phase)")
-        ax.set_ylabel("validation loss (nats/token)")
-        ax.set_title(f"{objective.upper()}: transferred (solid) vs from scratch (dashed)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
+        style_axes(
+            ax,
+            xlabel="training tokens (this phase)",
+            ylabel="validation loss (nats/token)",
+            title=f"{objective.upper()}: transferred (solid) vs from scratch (dashed)",
+            fontsize=6,
+            ncol=2,
+        )
     fig.suptitle("CLM <-> MLM transfer (published logs)")
     fig.tight_layout()
     return fig
@@ -286,11 +297,11 @@ def plot_paper(inputs: dict[str, Any], outputs: dict[str, str], *, dpi: int) -> 
             ("loss_vs_compute", loss_vs_compute(pts, fit, o)),
             ("extrapolation", extrapolation(fit, o)),
         ):
-            _save(fig, outputs[f"{o}_{name}_png"], outputs[f"{o}_{name}_svg"], dpi)
+            save_figure(fig, outputs[f"{o}_{name}_png"], outputs[f"{o}_{name}_svg"], dpi)
     extra = {
         "ur50_vs_unimeta": ur50_vs_unimeta(pl.read_parquet(inputs["ur50"])),
         "mask_ratio": mask_ratio(pl.read_parquet(inputs["mask_ratio"])),
         "transfer": transfer(pl.read_parquet(inputs["transfer"])),
     }
     for name, fig in extra.items():
-        _save(fig, outputs[f"{name}_png"], outputs[f"{name}_svg"], dpi)
+        save_figure(fig, outputs[f"{name}_png"], outputs[f"{name}_svg"], dpi)

@@ -17,7 +17,7 @@ import polars as pl
 TITLES = {"clm": "CLM (causal LM)", "mlm": "MLM (masked LM)"}
 
 
-def _save(fig, png: str, svg: str, dpi: int) -> None:
+def save_figure(fig, png: str, svg: str, dpi: int) -> None:
     for path, kwargs in ((png, {"dpi": dpi}), (svg, {})):
         tmp = Path(path).with_name(f".{Path(path).stem}.tmp{Path(path).suffix}")
         fig.savefig(tmp, bbox_inches="tight", **kwargs)
@@ -25,11 +25,38 @@ def _save(fig, png: str, svg: str, dpi: int) -> None:
     plt.close(fig)
 
 
-def _law_label(name: str, law: dict[str, Any]) -> str:
+def style_axes(
+    ax,
+    *,
+    xlabel: str,
+    ylabel: str | None = None,
+    title: str | None = None,
+    logy: bool = False,
+    fontsize: float = 8,
+    legend_title: str | None = None,
+    **legend_kw: Any,
+) -> None:
+    """The frame every figure here shares: log x (and log y with ``logy``), axis labels with units, an
+    optional title, a light grid on major and minor ticks, and a legend (``legend_kw`` goes to it)."""
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    if legend_title is not None:
+        legend_kw = {"title": legend_title, **legend_kw}
+    ax.legend(fontsize=fontsize, **legend_kw)
+
+
+def law_label(name: str, law: dict[str, Any]) -> str:
     return f"{name} = {law['coefficient']:.3g} · C^{law['exponent']:.3f}"
 
 
-def _budget_colors(budgets: list[float]) -> dict[float, Any]:
+def budget_colors(budgets: list[float]) -> dict[float, Any]:
     cmap = plt.get_cmap("viridis")
     return {b: cmap(i / max(1, len(budgets) - 1) * 0.9) for i, b in enumerate(sorted(budgets))}
 
@@ -37,7 +64,7 @@ def _budget_colors(budgets: list[float]) -> dict[float, Any]:
 def isoflop_figure(runs: pl.DataFrame, fit: dict[str, Any], objective: str):
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     budgets = sorted(set(runs["flops_budget"].to_list()))
-    colors = _budget_colors(budgets)
+    colors = budget_colors(budgets)
     a2 = {b["budget"]: b for b in fit.get("approach2", {}).get("budgets", [])}
     for budget in budgets:
         sub = runs.filter(pl.col("flops_budget") == budget).sort("n_params")
@@ -51,12 +78,15 @@ def isoflop_figure(runs: pl.DataFrame, fit: dict[str, Any], objective: str):
             if info.get("n_opt"):
                 marker = "x" if info.get("at_edge") else "*"
                 ax.plot(info["n_opt"], info["loss_opt"], marker, color="crimson", ms=11)
-    ax.set_xscale("log")
-    ax.set_xlabel("non-embedding parameters N")
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title(f"IsoFLOP profiles, {TITLES[objective]} — Approach 2 (parabola in log N)")
-    ax.legend(fontsize=8, title="★ N_opt (× at grid edge)", title_fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
+    style_axes(
+        ax,
+        xlabel="non-embedding parameters N",
+        ylabel="validation loss (nats/token)",
+        title=f"IsoFLOP profiles, {TITLES[objective]} — Approach 2 (parabola in log N)",
+        fontsize=8,
+        legend_title="★ N_opt (× at grid edge)",
+        title_fontsize=8,
+    )
     return fig
 
 
@@ -101,13 +131,8 @@ def optimal_figure(fit: dict[str, Any], objective: str):
             law = fit.get(method, {}).get(key)
             if law:
                 y = law["coefficient"] * c ** law["exponent"]
-                ax.plot(c, y, "-", color=styles[method][1], label=f"{method}: {_law_label(key.upper(), law)}")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("training compute C (FLOPs, 6ND)")
-        ax.set_ylabel(unit)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+                ax.plot(c, y, "-", color=styles[method][1], label=f"{method}: {law_label(key.upper(), law)}")
+        style_axes(ax, xlabel="training compute C (FLOPs, 6ND)", ylabel=unit, logy=True, fontsize=7)
     fig.suptitle(f"Compute-optimal allocation, {TITLES[objective]} — Approaches 1, 2, 3")
     fig.tight_layout()
     return fig
@@ -126,14 +151,15 @@ def loss_compute_figure(curves: pl.DataFrame, fit: dict[str, Any], objective: st
         if law:
             c = np.geomspace(min(env["flops"]), max(env["flops"]), 50)
             ax.plot(c, law["coefficient"] * c ** law["exponent"], "-", color="tab:red",
-                    label=_law_label("L", law))  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("training compute C (FLOPs, 6ND)")
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title(f"Loss vs compute, {TITLES[objective]} — Approach 1 (envelope)")
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
+                    label=law_label("L", law))  # fmt: skip
+    style_axes(
+        ax,
+        xlabel="training compute C (FLOPs, 6ND)",
+        ylabel="validation loss (nats/token)",
+        title=f"Loss vs compute, {TITLES[objective]} — Approach 1 (envelope)",
+        logy=True,
+        fontsize=8,
+    )
     return fig
 
 
@@ -148,11 +174,7 @@ def learning_curves_figure(curves: pl.DataFrame, objective: str):
         for n in sorted(set(sub["n_params"].to_list())):
             run = sub.filter(pl.col("n_params") == n).sort("num_tokens")
             ax.plot(run["num_tokens"], run["val_loss"], "o-", ms=3, color=color[n], label=f"N = {n:,}")
-        ax.set_xscale("log")
-        ax.set_xlabel("training tokens D")
-        ax.set_title(f"C = {budget:.1e} FLOPs")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        style_axes(ax, xlabel="training tokens D", title=f"C = {budget:.1e} FLOPs", fontsize=7)
     axes[0][0].set_ylabel("validation loss (nats/token)")
     fig.suptitle(f"Learning curves, {TITLES[objective]}")
     fig.tight_layout()
@@ -172,22 +194,23 @@ def plot_objective(
         "learning_curves": learning_curves_figure(curves, objective),
     }
     for name, fig in figures.items():
-        _save(fig, outputs[f"{name}_png"], outputs[f"{name}_svg"], dpi)
+        save_figure(fig, outputs[f"{name}_png"], outputs[f"{name}_svg"], dpi)
 
 
 def plot_downstream(table_csv: str, png: str, svg: str, *, dpi: int) -> None:
     table = pl.read_csv(table_csv)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     budgets = sorted(set(table["flops_budget"].to_list()))
-    colors = _budget_colors(budgets)
+    colors = budget_colors(budgets)
     for budget in budgets:
         sub = table.filter(pl.col("flops_budget") == budget).sort("n_params")
         ax.plot(sub["n_params"], sub["test_accuracy"], "o-", color=colors[budget], label=f"C = {budget:.1e}")
     ax.axhline(table["majority_baseline_accuracy"][0], color="0.4", ls="--", label="majority class")
-    ax.set_xscale("log")
-    ax.set_xlabel("non-embedding parameters N")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Membrane vs soluble (proxy labels) — linear probe on frozen MLM encoders")
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    _save(fig, png, svg, dpi)
+    style_axes(
+        ax,
+        xlabel="non-embedding parameters N",
+        ylabel="test accuracy",
+        title="Membrane vs soluble (proxy labels) — linear probe on frozen MLM encoders",
+        fontsize=8,
+    )
+    save_figure(fig, png, svg, dpi)
