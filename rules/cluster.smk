@@ -8,7 +8,7 @@ rule pool:
         "results/cluster/all.fasta",
     params:
         sources=SOURCES,
-        code=CODE["cluster"],
+        code=script_code("pool"),
     log:
         "logs/cluster/pool.log",
     script:
@@ -27,7 +27,7 @@ rule cluster:
         min_seq_id=config["cluster"]["min_seq_id"],
         coverage=config["cluster"]["coverage"],
         cov_mode=config["cluster"]["cov_mode"],
-        code=CODE["cluster"],
+        code=script_code("cluster"),
     threads: config["cluster"]["threads"]
     log:
         "logs/cluster/cluster.log",
@@ -48,7 +48,7 @@ rule split:
         train=config["split"]["fractions"].get("train", 0.0),
         valid=config["split"]["fractions"].get("valid", 0.0),
         test=config["split"]["fractions"].get("test", 0.0),
-        code=CODE["split"],
+        code=script_code("split"),
     log:
         "logs/split/split.log",
     script:

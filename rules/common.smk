@@ -5,6 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # the package, also without `pip install`
 
 from plmscale.config import load_study, validate_config
+from plmscale import provenance
 from plmscale.provenance import code_digest
 from plmscale.split import SPLITS
 
@@ -14,19 +15,13 @@ POINTS = STUDY.points()
 SOURCES = sorted(config["sources"])
 ACTIVE_SPLITS = [s for s in SPLITS if config["split"]["fractions"].get(s, 0) > 0]
 SHARDS = range(config["tokenize"]["shards"])
-# Package code each stage runs: an edit to it reruns that stage (Snakemake tracks only scripts itself).
-CODE = {
-    "sources": code_digest("sources", "fasta", "atomic"),
-    "validate": code_digest("validate", "fasta", "atomic"),
-    "cluster": code_digest("mmseqs", "fasta", "atomic"),
-    "split": code_digest("split", "fasta", "atomic"),
-    "tokenize": code_digest("tokens", "fasta", "atomic"),
-    "train": code_digest("train", "model", "data", "tokens", "flops", "atomic"),
-    "evaluate": code_digest("evaluate", "train", "model", "data", "tokens"),
-    "fit": code_digest("fits", "fitting", "collect"),
-    "downstream": code_digest("downstream", "data", "tokens", "model"),
-    "plots": code_digest("plots"),
-}
+SCRIPTS_DIR = Path(workflow.basedir) / "scripts"
+
+
+def script_code(script):
+    """Digest of the package code scripts/<script>.py runs, imports followed (plmscale.provenance): an edit
+    to a module reruns the rules that import it, directly or not, and no others."""
+    return provenance.script_code(script, SCRIPTS_DIR)
 
 
 wildcard_constraints:

@@ -6,7 +6,7 @@ rule embedded_source:
         "resources/embedded/{source}.fasta",
     params:
         name=lambda w: config["sources"][w.source]["name"],
-        code=CODE["sources"],
+        code=script_code("embedded_source"),
     log:
         "logs/sources/{source}.log",
     script:
@@ -20,6 +20,7 @@ rule download:
         url=lambda w: config["sources"][w.source]["url"],
         sha256=lambda w: config["sources"][w.source].get("sha256"),
         md5=lambda w: config["sources"][w.source].get("md5"),
+        code=script_code("download"),
     retries: 2
     log:
         "logs/download/{source}.log",
@@ -39,7 +40,7 @@ rule validate:
         min_length=config["validate"]["min_length"],
         max_length=config["validate"]["max_length"],
         on_invalid=config["validate"]["on_invalid"],
-        code=CODE["validate"],
+        code=script_code("validate"),
     log:
         "logs/validate/{source}.log",
     script:

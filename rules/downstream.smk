@@ -12,7 +12,7 @@ rule localization_labels:
         window=config["downstream"]["window"],
         threshold=config["downstream"]["threshold"],
         max_proteins=config["downstream"]["max_proteins"],
-        code=CODE["downstream"],
+        code=script_code("localization_labels"),
     log:
         "logs/downstream/labels.log",
     script:
@@ -30,7 +30,7 @@ rule probe:
         context=config["train"]["context"],
         l2=config["downstream"]["l2"],
         seed=config["train"]["seed"],
-        code=CODE["downstream"],
+        code=script_code("probe"),
     threads: config["train"]["threads"]
     log:
         "logs/downstream/mlm/{budget}/{shape}.log",
@@ -45,7 +45,7 @@ rule probe_table:
     output:
         "results/downstream/accuracy.csv",
     params:
-        code=CODE["downstream"],
+        code=script_code("probe_table"),
     log:
         "logs/downstream/table.log",
     script:

@@ -15,7 +15,7 @@ rule fit:
         approach2_exclude_edge=config["fit"]["approach2_exclude_edge"],
         approach3_grid=config["fit"]["approach3_grid"],
         huber_delta=config["fit"]["huber_delta"],
-        code=CODE["fit"],
+        code=script_code("fit"),
     log:
         "logs/fit/{objective}.log",
     script:
@@ -29,7 +29,7 @@ rule summary:
     output:
         "results/summary.json",
     params:
-        code=CODE["fit"],
+        code=script_code("summary"),
     log:
         "logs/fit/summary.log",
     script:

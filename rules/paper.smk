@@ -12,6 +12,7 @@ rule paper_logs:
     params:
         manifest=str(Path(workflow.basedir) / "config" / "paper_logs.sha256.tsv"),
         base_url=config["paper"]["base_url"],
+        code=script_code("paper_fetch"),
     retries: 2
     log:
         "logs/paper/fetch.log",
@@ -31,7 +32,7 @@ rule paper_tables:
         ur50="results/paper/ur50.parquet",
     params:
         last_k=config["paper"]["last_k"],
-        code=code_digest("paper_logs", "paper"),
+        code=script_code("paper_tables"),
     log:
         "logs/paper/tables.log",
     script:
@@ -51,7 +52,7 @@ rule paper_fit:
         approach2_exclude_edge=config["paper"]["approach2_exclude_edge"],
         approach3_grid=config["paper"]["approach3_grid"],
         extrapolation_cutoff=config["paper"]["extrapolation_cutoff"],
-        code=code_digest("paper", "fits"),
+        code=script_code("paper_fit"),
     log:
         "logs/paper/fit_{objective}.log",
     script:
@@ -70,7 +71,7 @@ rule paper_coefficients:
         ),
         extrapolation="results/paper/extrapolation.csv",
     params:
-        code=code_digest("paper"),
+        code=script_code("paper_coefficients"),
     log:
         "logs/paper/coefficients.log",
     script:
@@ -117,7 +118,7 @@ rule paper_plots:
         },
     params:
         dpi=config["plots"]["dpi"],
-        code=code_digest("paper", "plots"),
+        code=script_code("paper_plots"),
     log:
         "logs/paper/plots.log",
     script:

@@ -24,7 +24,7 @@ rule plot_objective:
         },
     params:
         dpi=config["plots"]["dpi"],
-        code=CODE["plots"],
+        code=script_code("plot_objective"),
     log:
         "logs/plots/{objective}.log",
     script:
@@ -44,7 +44,7 @@ rule plot_downstream:
         svg="results/figures/downstream_accuracy.svg",
     params:
         dpi=config["plots"]["dpi"],
-        code=CODE["plots"],
+        code=script_code("plot_downstream"),
     log:
         "logs/plots/downstream.log",
     script:

@@ -10,7 +10,7 @@ rule tokenize_shard:
         manifest="results/tokens/{split}/shard{shard}/manifest.json",
     params:
         num_shards=config["tokenize"]["shards"],
-        code=CODE["tokenize"],
+        code=script_code("tokenize_shard"),
     log:
         "logs/tokenize/{split}/shard{shard}.log",
     script:

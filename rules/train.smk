@@ -91,7 +91,7 @@ rule train:
         eval_seed=config["evaluate"]["seed"],
         model_dir=lambda w: f"results/runs/{w.objective}/{w.budget}/{w.shape}/model",
         checkpoint_dir=lambda w: f"results/checkpoints/{w.objective}/{w.budget}/{w.shape}",
-        code=code_digest("train", "checkpoint", "train_cli", "model", "data", "tokens", "flops", "atomic"),
+        code=code_digest("train_cli"),
     threads: config["train"]["threads"]
     resources:
         mem_mb=lambda w, attempt: 4000 * attempt,
@@ -117,7 +117,7 @@ rule evaluate:
         max_tokens=config["evaluate"]["max_tokens"],
         batch_rows=config["evaluate"]["batch_rows"],
         seed=config["evaluate"]["seed"],
-        code=CODE["evaluate"],
+        code=script_code("evaluate"),
     threads: config["train"]["threads"]
     log:
         "logs/evaluate/{objective}/{budget}/{shape}.log",
