@@ -3,7 +3,7 @@
 
 PAPER_OBJECTIVES = ("clm", "mlm")
 PAPER_FIGURES = ("isoflop", "optimal_allocation", "loss_vs_compute", "extrapolation")
-PAPER_EXTRA_FIGURES = ("ur50_vs_unimeta", "mask_ratio", "transfer")
+PAPER_EXTRA_FIGURES = ("ur50_vs_unimeta", "mask_ratio", "transfer", "transfer_law")
 
 
 rule paper_logs:
@@ -78,6 +78,21 @@ rule paper_coefficients:
         "../scripts/paper_coefficients.py"
 
 
+rule paper_transfer:
+    input:
+        "results/paper/transfer.parquet",
+    output:
+        json="results/paper/transfer_law.json",
+        csv="results/paper/transfer_points.csv",
+    params:
+        n_points=config["paper"]["transfer_points"],
+        code=script_code("paper_transfer"),
+    log:
+        "logs/paper/transfer.log",
+    script:
+        "../scripts/paper_transfer.py"
+
+
 rule paper_plots:
     input:
         points="results/paper/points.parquet",
@@ -85,6 +100,8 @@ rule paper_plots:
         fits=expand("results/paper/fits/{objective}.json", objective=PAPER_OBJECTIVES),
         mask_ratio="results/paper/mask_ratio.parquet",
         transfer="results/paper/transfer.parquet",
+        transfer_law="results/paper/transfer_law.json",
+        transfer_points="results/paper/transfer_points.csv",
         ur50="results/paper/ur50.parquet",
     output:
         **{

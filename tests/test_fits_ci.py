@@ -21,7 +21,7 @@ from plmscale.fits import (
     interval,
 )
 from plmscale.powerlaw import compute_optimal_laws
-from plmscale.transfer import fit_transfer_law, tokens_to_reach
+from plmscale.transfer import effectively_transferred_tokens, fit_transfer_law, tokens_to_reach
 
 # Hoffmann et al. 2022 Approach 3 coefficients, the "true" law of the synthetic data (as in test_fits.py).
 E0, A0, B0, ALPHA0, BETA0 = 1.69, 406.4, 410.7, 0.34, 0.28
@@ -295,6 +295,31 @@ def test_fit_transfer_law_errors():
         fit_transfer_law([1.0, 10.0, 1.0], [1.0, 1.0, 10.0], [1.0, -5.0, 0.1])
     with pytest.raises(ValueError, match="needs >= 3 points"):
         fit_transfer_law([1.0, 10.0], [1.0, 1.0], [1.0, 10.0])
+
+
+def test_effectively_transferred_tokens_hand_worked():
+    """Scratch loss 3 - 0.1 ln(D/1e6), linear in ln D, so log-linear interpolation is exact. The transferred
+    run logs at 1e7, 1e8, 1e9, 1e10 the losses scratch has at 3e7, 1.5e8 (then a noisy 2.9: its best so far,
+    the 1e8 loss, counts at 1e9), and 5e9 (below 1e10 tokens: transfer hurt there)."""
+    scratch_t = np.geomspace(1e6, 1e11, 6)  # one point per decade
+    scratch_l = 3.0 - 0.1 * np.log(scratch_t / 1e6)
+
+    def loss_at(d: float) -> float:
+        return 3.0 - 0.1 * math.log(d / 1e6)
+
+    transfer_t = [1e7, 1e8, 1e9, 1e10]
+    transfer_l = [loss_at(3e7), loss_at(1.5e8), 2.9, loss_at(5e9)]
+    d_t = effectively_transferred_tokens(scratch_t, scratch_l, transfer_t, transfer_l, transfer_t)
+    assert d_t == pytest.approx([2e7, 5e7, 1.5e8 - 1e9, 5e9 - 1e10], rel=1e-12)
+    # between logged points D_F keeps the last logged loss: at 5e7 the 1e7 point's loss (reached at 3e7)
+    between = effectively_transferred_tokens(scratch_t, scratch_l, transfer_t, transfer_l, [5e7])
+    assert between == pytest.approx([3e7 - 5e7])
+    # a transferred loss the scratch run never reaches (below its last point, loss_at(1e11))
+    assert effectively_transferred_tokens(scratch_t, scratch_l, [1e7], [loss_at(1e12)], [1e7]) == [None]
+    with pytest.raises(ValueError, match="before the transferred run's first logged point"):
+        effectively_transferred_tokens(scratch_t, scratch_l, transfer_t, transfer_l, [1e6])
+    with pytest.raises(ValueError, match="increase strictly"):
+        effectively_transferred_tokens(scratch_t, scratch_l, [1e8, 1e7], [2.0, 1.9], [1e8])
 
 
 def test_tokens_to_reach_hand_worked():

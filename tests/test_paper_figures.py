@@ -62,7 +62,7 @@ def test_every_figure_and_the_coefficient_table(paper_study):
         for fig in ("isoflop", "optimal_allocation", "loss_vs_compute", "extrapolation"):
             assert (figures / f"{objective}_{fig}.png").stat().st_size > 10_000
             assert (figures / f"{objective}_{fig}.svg").is_file()
-    for fig in ("ur50_vs_unimeta", "mask_ratio", "transfer"):
+    for fig in ("ur50_vs_unimeta", "mask_ratio", "transfer", "transfer_law"):
         assert (figures / f"{fig}.png").stat().st_size > 10_000
     table = pl.read_csv(paper_study / "results/paper/coefficients.csv")
     for objective in ("clm", "mlm"):
@@ -85,6 +85,25 @@ def test_fits_carry_bootstrap_intervals_and_the_method(paper_study):
             assert fit[f"{method}_bootstrap"].get("n_resamples") == 20
         exponent = fit["approach2"]["n_opt"]["exponent"]
         assert 0.3 < exponent < 1.2  # loose sanity range; the closing note records the values
+
+
+def test_transfer_law_on_the_published_transfer_logs(paper_study):
+    """Every released transfer pair is used (CLM from MLM: 130M..1.7B, the 130M pair from its GFLOPs logs;
+    MLM from CLM: 25M..1.2B), every measured point is accounted for, and the CLM->MLM benefit grows with
+    model size (beta > 0, in every leave-one-size-out refit), as the paper reports."""
+    law = json.loads((paper_study / "results/paper/transfer_law.json").read_text())
+    points = pl.read_csv(paper_study / "results/paper/transfer_points.csv")
+    assert law["clm"]["sizes"] == ["130M", "230M", "470M", "880M", "1.7B"]
+    assert law["clm"]["x_source"]["130M"] == "GFLOPs log / 6N"
+    assert law["clm"]["x_source"]["230M"] == "tokens log"
+    assert law["mlm"]["sizes"] == ["25M", "85M", "200M", "470M", "1.2B"]
+    for objective in ("clm", "mlm"):
+        entry, sub = law[objective], points.filter(pl.col("objective") == objective)
+        assert entry["n_points"] == sub.height
+        assert entry["n_fitted"] == sub.filter(pl.col("status") == "ok").height == entry["law"]["n_points"]
+        assert entry["n_fitted"] + entry["n_not_reached"] + entry["n_no_gain"] == entry["n_points"]
+        assert entry["n_fitted"] >= 3 * len(entry["sizes"])
+    assert law["mlm"]["law"]["beta"] > 0 and law["mlm"]["leave_one_size_out"]["beta"][0] > 0
 
 
 def test_size_disagreements_are_reported(paper_study):

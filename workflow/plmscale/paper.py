@@ -23,9 +23,11 @@ from plmscale.paper_logs import (
     final_losses,
     mask_ratio_curves,
     size_mismatches,
+    size_params,
     transfer_curves,
     ur50_curves,
 )
+from plmscale.transfer import TransferLaw, effectively_transferred_tokens, fit_transfer_law
 
 # Exponents of N_opt ~ C^a and D_opt ~ C^b reported for the paper. The body of the paper could not be
 # read here: these are the values quoted by secondary sources (see README), labelled so in every table.
@@ -278,3 +280,107 @@ def extrapolation_table(fit_paths: list[str], csv_out: str) -> pl.DataFrame:
     table.write_csv(tmp)
     tmp.replace(csv_out)
     return table
+
+
+def transfer_pairs(transfer: pl.DataFrame, objective: str) -> list[dict[str, Any]]:
+    """Per model size, the transferred run and its from-scratch baseline (validation loss of the evaluated
+    objective), both against tokens of this training phase, sorted by tokens.
+
+    The ``tokens/`` logs are used where a size has them; a size with only ``ft``/``scratch`` logs against
+    GFLOPs (the 130M CLM pair) is converted with tokens = GFLOPs x 1e9 / (6 N), the logs' own convention.
+    """
+    valid = transfer.filter((pl.col("objective") == objective) & (pl.col("metric") == "valid_loss"))
+    by_tokens = valid.filter(pl.col("kind") == "tokens")
+    by_flops = valid.filter(pl.col("kind").is_in(["ft", "scratch"]) & (pl.col("x_unit") == "gigaflops"))
+    pairs = []
+    sizes = set(by_tokens["size"].to_list()) | set(by_flops["size"].to_list())
+    for size in sorted(sizes, key=lambda s: size_params(s)[0]):
+        n_params = size_params(size)[0]
+        source, frame = "tokens log", by_tokens.filter(pl.col("size") == size)
+        if frame.select(pl.col("pretrained").n_unique()).item() < 2:
+            source, frame = "GFLOPs log / 6N", by_flops.filter(pl.col("size") == size)
+            frame = frame.with_columns(step=pl.col("step") * 1e9 / (6.0 * n_params))
+        runs = {}
+        for pretrained in (False, True):
+            run = frame.filter(pl.col("pretrained") == pretrained)
+            runs[pretrained] = run.sort("step").unique("step", keep="first", maintain_order=True)
+        scratch, transferred = runs[False], runs[True]
+        if scratch.height < 2 or transferred.height < 2:
+            continue
+        sources = transferred["source_budget_flops"].drop_nulls()
+        pairs.append({
+            "size": size, "n_params": n_params, "x_source": source,
+            "source_budget_flops": float(sources[0]) if len(sources) else None,
+            "scratch": (scratch["step"].to_numpy(), scratch["value"].to_numpy()),
+            "transfer": (transferred["step"].to_numpy(), transferred["value"].to_numpy()),
+        })  # fmt: skip
+    return pairs
+
+
+def _transfer_points(pair: dict[str, Any], n_points: int) -> list[dict[str, Any]]:
+    """D_t at ``n_points`` logged D_F of the transferred run, log-spaced from its second point to its last."""
+    tokens, loss = pair["transfer"]
+    wanted = np.geomspace(tokens[1], tokens[-1], n_points)
+    picks = sorted({int(np.argmin(np.abs(np.log(tokens) - np.log(w)))) for w in wanted})
+    finetune = tokens[picks]
+    d_t = effectively_transferred_tokens(*pair["scratch"], tokens, loss, finetune)
+    rows = []
+    for df, dt in zip(finetune, d_t, strict=True):
+        status = "not_reached" if dt is None else ("ok" if dt > 0 else "no_gain")
+        rows.append({"size": pair["size"], "n_params": pair["n_params"], "finetune_tokens": float(df),
+                     "transferred_tokens": dt, "status": status})  # fmt: skip
+    return rows
+
+
+def fit_paper_transfer(transfer_path: str, json_out: str, csv_out: str, *, n_points: int) -> dict[str, Any]:
+    """The transfer law ``D_t = k (1/D_F)^alpha N^beta`` fitted to the published transfer logs.
+
+    For each objective and model size the transferred run (pre-trained on the other objective) is paired
+    with its from-scratch baseline; :func:`plmscale.transfer.effectively_transferred_tokens` gives ``D_t``
+    at ``n_points`` fine-tuning budgets; :func:`plmscale.transfer.fit_transfer_law` fits the points with
+    ``D_t > 0``. Points where the scratch run never reaches the transferred loss, or where transfer did not
+    help, are counted, not fitted. The uncertainty is the range of ``alpha`` and ``beta`` over
+    leave-one-size-out refits (points within one run are correlated, so a point bootstrap would overstate
+    the precision).
+    """
+    transfer = pl.read_parquet(transfer_path)
+    result: dict[str, Any] = {"form": "D_t = k * (1/D_F)^alpha * N^beta", "n_points_per_run": n_points}
+    rows: list[dict[str, Any]] = []
+    for objective in ("clm", "mlm"):
+        pairs = transfer_pairs(transfer, objective)
+        points = [dict(p, objective=objective) for pair in pairs for p in _transfer_points(pair, n_points)]
+        rows.extend(points)
+        ok = [p for p in points if p["status"] == "ok"]
+        entry: dict[str, Any] = {
+            "sizes": [p["size"] for p in pairs],
+            "source_budgets": {p["size"]: p["source_budget_flops"] for p in pairs},
+            "x_source": {p["size"]: p["x_source"] for p in pairs},
+            "n_points": len(points),
+            "n_fitted": len(ok),
+            "n_not_reached": sum(p["status"] == "not_reached" for p in points),
+            "n_no_gain": sum(p["status"] == "no_gain" for p in points),
+        }
+
+        def law(sel: list[dict[str, Any]]) -> TransferLaw:
+            cols = ("n_params", "finetune_tokens", "transferred_tokens")
+            return fit_transfer_law(*([p[c] for p in sel] for c in cols))
+
+        try:
+            entry["law"] = law(ok).to_dict()
+            held = [law([p for p in ok if p["size"] != size]) for size in entry["sizes"]]
+            entry["leave_one_size_out"] = {
+                "alpha": [min(h.alpha for h in held), max(h.alpha for h in held)],
+                "beta": [min(h.beta for h in held), max(h.beta for h in held)],
+            }
+        except ValueError as err:  # too few sizes or points: recorded, not hidden
+            entry["skipped_reason"] = str(err)
+        result[objective] = entry
+    table = pl.DataFrame(rows, infer_schema_length=None)
+    tmp = Path(csv_out).with_name(f".{Path(csv_out).name}.tmp")
+    table.write_csv(tmp)
+    tmp.replace(csv_out)
+    write_json_atomic(json_out, result)
+    for objective in ("clm", "mlm"):
+        e = result[objective]
+        print(objective, e.get("law") or e.get("skipped_reason"), e.get("leave_one_size_out"))
+    return result

@@ -283,6 +283,48 @@ def transfer(frame: pl.DataFrame):
     return fig
 
 
+def transfer_law(law: dict[str, Any], points: pl.DataFrame):
+    """Effectively transferred tokens D_t against fine-tuning tokens D_F, per model size, with the fitted
+    ``D_t = k (1/D_F)^alpha N^beta`` drawn at each size's N; points the law could not use are hollow."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, objective in zip(axes[0], ("clm", "mlm"), strict=True):
+        entry = law.get(objective, {})
+        sub = points.filter(pl.col("objective") == objective) if points.height else points
+        sizes = entry.get("sizes", [])
+        fit = entry.get("law")
+        for i, size in enumerate(sizes):
+            color = cmap(i / max(1, len(sizes) - 1) * 0.9)
+            run = sub.filter(pl.col("size") == size)
+            ok = run.filter(pl.col("status") == "ok")
+            ax.plot(ok["finetune_tokens"], ok["transferred_tokens"], "o", ms=4, color=color, label=size)
+            if fit and ok.height:
+                d_f = np.geomspace(ok["finetune_tokens"].min(), ok["finetune_tokens"].max(), 30)
+                n = float(run["n_params"][0])
+                ax.plot(d_f, fit["k"] * d_f ** -fit["alpha"] * n ** fit["beta"], "-", lw=1, color=color)
+        if fit:
+            loo = entry.get("leave_one_size_out", {})
+            spread = ", ".join(f"{p} {lo:.2f}..{hi:.2f}" for p, (lo, hi) in loo.items())
+            source = "MLM" if objective == "clm" else "CLM"
+            formula = f"D_t = {fit['k']:.3g} (1/D_F)^{fit['alpha']:.3f} N^{fit['beta']:.3f}"
+            title = f"{objective.upper()} from {source}: {formula}\n(leave one size out: {spread})"
+        else:
+            title = f"{objective.upper()}: not fitted ({entry.get('skipped_reason', 'no pairs')})"
+        style_axes(
+            ax,
+            xlabel="fine-tuning tokens D_F (target objective)",
+            ylabel="effectively transferred tokens D_t",
+            title=title,
+            logy=True,
+            fontsize=7,
+            legend_title="model size N",
+        )
+        ax.title.set_fontsize(8)
+    fig.suptitle("Transfer scaling from the published logs: tokens a pre-trained start is worth (lines: fit)")
+    fig.tight_layout()
+    return fig
+
+
 def plot_paper(inputs: dict[str, Any], outputs: dict[str, str], *, dpi: int) -> None:
     points = pl.read_parquet(inputs["points"]).filter(pl.col("duplicate_of").is_null())
     finals = pl.read_parquet(inputs["finals"]).filter(pl.col("duplicate_of").is_null())
@@ -302,6 +344,9 @@ def plot_paper(inputs: dict[str, Any], outputs: dict[str, str], *, dpi: int) -> 
         "ur50_vs_unimeta": ur50_vs_unimeta(pl.read_parquet(inputs["ur50"])),
         "mask_ratio": mask_ratio(pl.read_parquet(inputs["mask_ratio"])),
         "transfer": transfer(pl.read_parquet(inputs["transfer"])),
+        "transfer_law": transfer_law(
+            json.loads(Path(inputs["transfer_law"]).read_text()), pl.read_csv(inputs["transfer_points"])
+        ),
     }
     for name, fig in extra.items():
         save_figure(fig, outputs[f"{name}_png"], outputs[f"{name}_svg"], dpi)

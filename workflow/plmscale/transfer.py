@@ -115,3 +115,45 @@ def tokens_to_reach(curve_tokens: ArrayLike, curve_loss: ArrayLike, target_loss:
     l0, l1 = float(y[i - 1]), float(y[i])
     frac = (target_loss - l0) / (l1 - l0)  # l0 > target >= l1, so 0 < frac <= 1
     return math.exp(math.log(t[i - 1]) + frac * (math.log(t[i]) - math.log(t[i - 1])))
+
+
+def effectively_transferred_tokens(
+    scratch_tokens: ArrayLike,
+    scratch_loss: ArrayLike,
+    transfer_tokens: ArrayLike,
+    transfer_loss: ArrayLike,
+    finetune_tokens: ArrayLike,
+) -> list[float | None]:
+    """``D_t`` at each ``D_F``: the extra tokens a from-scratch run needs to match a transferred run.
+
+    For each fine-tuning budget ``D_F`` the transferred run's loss is its best logged loss up to ``D_F``
+    (``L* = min{L(d) : d <= D_F}``, a running minimum that ignores evaluation noise), and
+    ``D_t = D_scratch(L*) - D_F`` with ``D_scratch`` from :func:`tokens_to_reach` on the scratch curve
+    (Hernandez et al. 2021, "effective data transferred"; Cheng et al. 2024, "effectively transferred
+    tokens"). ``None`` where the scratch curve never reaches ``L*`` (the transfer gain outlasts the
+    scratch run's log). ``D_t <= 0`` is returned as is: transfer did not help there. Both curves' tokens
+    must increase strictly; ``D_F`` must not precede the transferred run's first logged point.
+    """
+    st, sl = as_1d("scratch_tokens", scratch_tokens), as_1d("scratch_loss", scratch_loss)
+    tt, tl = as_1d("transfer_tokens", transfer_tokens), as_1d("transfer_loss", transfer_loss)
+    same_length(transfer_tokens=tt, transfer_loss=tl)
+    if len(tt) == 0:
+        raise ValueError("the transferred run's curve is empty; pass its logged (tokens, loss) points")
+    check_positive("transfer_tokens", tt)
+    check_finite("transfer_loss", tl)
+    if (np.diff(tt) <= 0).any():
+        raise ValueError("transfer_tokens must increase strictly; sort by tokens and drop duplicates")
+    df = as_1d("finetune_tokens", finetune_tokens)
+    check_positive("finetune_tokens", df)
+    if (df < tt[0]).any():
+        raise ValueError(
+            f"finetune_tokens start at {float(df.min())!r}, before the transferred run's first logged point "
+            f"({float(tt[0])!r}); choose D_F within the logged range"
+        )
+    best = np.minimum.accumulate(tl)
+    out: list[float | None] = []
+    for d in df:
+        i = int(np.searchsorted(tt, d, side="right")) - 1
+        reached = tokens_to_reach(st, sl, float(best[i]))
+        out.append(None if reached is None else reached - float(d))
+    return out
