@@ -3,7 +3,8 @@
 Inputs are the tidy tables of :mod:`plmscale.paper_logs` (every logged point of every IsoFLOP run, and
 one final loss per run).  For each objective this fits Approach 1 (envelope of all learning curves),
 Approach 2 (IsoFLOP parabolas) and Approach 3 (parametric L(N, D)), each with bootstrap confidence
-intervals, and checks extrapolation: fit on the budgets up to a cut-off, predict the larger ones.
+intervals, and checks extrapolation: fit on the budgets up to a cut-off, predict the larger ones.  From
+the CLM<->MLM transfer logs it measures effectively transferred tokens and fits the transfer law.
 """
 
 from __future__ import annotations
