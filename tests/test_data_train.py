@@ -6,7 +6,15 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from plmscale.data import IGNORE_INDEX, PackedStream, clm_labels, make_batch, make_documents, mlm_inputs
+from plmscale.data import (
+    IGNORE_INDEX,
+    PackedStream,
+    attention_mask,
+    clm_labels,
+    make_batch,
+    make_documents,
+    mlm_inputs,
+)
 from plmscale.flops import ModelShape
 from plmscale.model import POSITION_OFFSET, build_model
 from plmscale.tokens import CLS_ID, EOS_ID, MASK_ID, encode, tokenize_shard
@@ -73,7 +81,8 @@ def test_packed_rows_equal_each_sequence_alone(objective):
     model = build_model(ModelShape(2, 32, 2), objective, 64, seed=0).eval()
     batch = make_batch(rows, objective, np.random.default_rng(0), 0.15)
     with torch.no_grad():
-        packed = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+        mask = attention_mask(batch.segments, objective == "clm")
+        packed = model(input_ids=batch.input_ids, attention_mask=mask,
                        position_ids=batch.position_ids).logits[0]  # fmt: skip
         for seg in range(3):
             keep = torch.from_numpy(rows.segments[0] == seg)

@@ -166,9 +166,12 @@ def mlm_inputs(
 
 @dataclass(frozen=True)
 class Batch:
+    """Model inputs of packed rows; the attention pattern is given by ``segments`` (document index within
+    the row, -1 = padding) and turned into a mask or varlen metadata by :mod:`plmscale.attention`."""
+
     input_ids: torch.Tensor
     position_ids: torch.Tensor
-    attention_mask: torch.Tensor
+    segments: torch.Tensor
     labels: torch.Tensor
 
 
@@ -201,6 +204,6 @@ def make_batch(
     return Batch(
         input_ids=tensor(inputs),
         position_ids=tensor(rows.positions),
-        attention_mask=attention_mask(tensor(rows.segments), causal=objective == "clm"),
+        segments=tensor(rows.segments),
         labels=tensor(labels),
     )

@@ -44,6 +44,7 @@ from plmscale.data import (
     Batch,
     PackedStream,
     Rows,
+    attention_mask,
     make_batch,
     make_documents,
 )
@@ -155,7 +156,8 @@ def validation_loss(
         rng = np.random.default_rng([eval_seed, EVAL_STREAM, first])
         batch = _to_device(make_batch(rows, objective, rng, mask_ratio), device)
         out = model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+            input_ids=batch.input_ids, attention_mask=attention_mask(batch.segments, objective == "clm"),
+            position_ids=batch.position_ids,
         )
         loss_sum, n = masked_lm_loss_sum(out.logits, batch.labels)
         total += float(loss_sum)
@@ -513,7 +515,8 @@ def _train(
         )
         assert batch.input_ids.shape[0] == local_rows
         out = net(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+            input_ids=batch.input_ids, attention_mask=attention_mask(batch.segments, settings.objective == "clm"),
+            position_ids=batch.position_ids,
         )
         loss_sum, n_scored = masked_lm_loss_sum(out.logits, batch.labels)
         if world == 1:
