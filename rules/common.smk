@@ -71,10 +71,6 @@ def point_of(wildcards):
     return STUDY.point(wildcards.objective, wildcards.budget, wildcards.shape)
 
 
-def shape_lr(wildcards):
-    return config["grid"]["shapes"][wildcards.shape].get("lr", config["train"]["lr"])
-
-
 def mask_ratio(wildcards):
     return config["train"]["mlm"]["mask_ratio"] if wildcards.objective == "mlm" else 0.0
 

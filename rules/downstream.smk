@@ -34,6 +34,8 @@ rule probe:
     threads: config["train"]["threads"]
     log:
         "logs/downstream/mlm/{budget}/{shape}.log",
+    # train.device / train.precision are execution settings: the script reads them from the config, not
+    # params, so changing them reruns nothing.  A device the job did not get fails (no CPU fallback).
     script:
         "../scripts/probe.py"
 

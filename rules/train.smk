@@ -1,54 +1,71 @@
 # One training job per scaling point (objective x compute budget x shape), then its validation loss.
-# Each job gets only scalars derived from its own slice of the config: editing one shape's lr reruns
-# only that shape's runs; editing train.mlm.mask_ratio reruns only MLM runs.
+#
+# The job's run settings (plmscale.settings.TrainSettings: shape, budget, batch, optimizer, schedule, seeds,
+# precision) are its one param, as JSON: editing one shape's lr reruns only that shape's runs, editing
+# train.mlm.mask_ratio only the MLM runs.  The execution settings (device, attention kernel, micro-batching,
+# parallelism, compile, logging, checkpoint cadence) and the launcher are globals, not params: changing them
+# reruns nothing, and an interrupted run resumes under the new ones.
+#
+# Resources per job come from the run's size (plmscale.settings.job_resources): accelerators and processes
+# (train.devices or its train.by_size tier), host memory, and a runtime estimated from the run's FLOPs at
+# train.expected_mfu of train.plan_peak_flops, between train.runtime_min and train.runtime_max minutes.
 #
 # Training survives the cluster: checkpoints live in results/checkpoints/... (not a declared output, so
 # Snakemake's cleanup of a failed job keeps them); a job stops before its runtime (minus
 # train.time_margin_s), on SIGTERM or on SIGUSR1 with exit code 75 after a committed checkpoint, and the
-# retry (--retries; runtime grows with the attempt) resumes from it.  The launch prefix, the checkpoint
-# interval and the margin are globals, not params: changing them reruns nothing.
-# Train keys for this (defaults in config/schema.yaml): launcher, checkpoint_every, time_margin_s,
-# runtime_min, stop_before_limit.
+# retry (--retries; runtime grows with the attempt) resumes from it.
+import json as _json
+
+from plmscale.settings import TrainJob, execution_config, job_resources, run_settings
 
 
 def _train_launcher():
-    """Launch prefix, e.g. `torchrun --standalone --nproc_per_node=4` or `srun`; torchrun gets
-    --no-python because the command it wraps is the python interpreter."""
-    launcher = str(config["train"].get("launcher", "") or "").strip()
+    """Launch prefix with `{devices}` standing for the job's process count, e.g.
+    `torchrun --standalone --nproc_per_node={devices}` or `srun`; torchrun gets --no-python because the
+    command it wraps is the python interpreter."""
+    launcher = str(config["train"]["launcher"] or "").strip()
     words = launcher.split()
-    is_torchrun = bool(words) and (
-        Path(words[0]).name == "torchrun" or "torch.distributed.run" in words
-    )
+    is_torchrun = bool(words) and (Path(words[0]).name == "torchrun" or "torch.distributed.run" in words)
     if is_torchrun and "--no-python" not in words and "--no_python" not in words:
         launcher += " --no-python"
-    return launcher
+    # braces are Snakemake's: keep the launcher's own literal, map {devices} to the job's resource
+    return launcher.replace("{", "{{").replace("}", "}}").replace("{{devices}}", "{resources.devices}")
 
 
-TRAIN_LAUNCHER = _train_launcher()
+def train_job(wildcards):
+    """The job's TrainJob as JSON: run settings (the rerun trigger) plus input and output locations."""
+    point = point_of(wildcards)
+    job = TrainJob(
+        run_id=point.run_id,
+        run=run_settings(config, point.objective, point.flops, point.shape_name),
+        train_dirs=tuple(f"results/tokens/train/shard{k}" for k in SHARDS),
+        valid_dirs=tuple(f"results/tokens/valid/shard{k}" for k in SHARDS),
+        out_dir=run_dir(point),
+        checkpoint_dir=f"results/checkpoints/{point.run_id}",
+    )
+    return _json.dumps(job.to_dict(), sort_keys=True)
+
+
+def train_resources(wildcards):
+    point = point_of(wildcards)
+    return job_resources(config, run_settings(config, point.objective, point.flops, point.shape_name))
+
+
+# the execution keys of train (with the train.by_size tiers): the job picks its size's entry itself
+TRAIN_EXECUTION = _json.dumps(execution_config(config), sort_keys=True)
 TRAIN_PYTHON = sys.executable
 TRAIN_PACKAGE_DIR = str(Path(workflow.basedir) / "workflow")
-TRAIN_CHECKPOINT_EVERY = int(config["train"].get("checkpoint_every", 200))
-TRAIN_TIME_MARGIN_S = int(config["train"].get("time_margin_s", 300))
-TRAIN_RUNTIME_MIN = int(config["train"].get("runtime_min", 60))
-TRAIN_STOP_BEFORE_LIMIT = bool(config["train"].get("stop_before_limit", True))
+TRAIN_TIME_MARGIN_S = int(config["train"]["time_margin_s"])
+TRAIN_STOP_BEFORE_LIMIT = bool(config["train"]["stop_before_limit"])
 
 
-# The command; with train.stop_before_limit the trainer stops --time-limit-s seconds after its start:
-# the job's runtime minus the margin (capped at a quarter of the runtime, for short test limits).  Without
-# it the job runs into the scheduler's limit (SIGTERM -> checkpoint -> exit; SLURM records TIMEOUT).
+# With train.stop_before_limit the trainer stops --time-limit-s seconds after its start: the job's runtime
+# minus the margin (capped at a quarter of the runtime, for short test limits).  Without it the job runs into
+# the scheduler's limit (SIGTERM -> checkpoint -> exit; SLURM records TIMEOUT).
 TRAIN_SHELL = (
     "PYTHONPATH={TRAIN_PACKAGE_DIR:q}${{PYTHONPATH:+:$PYTHONPATH}} "
-    "{TRAIN_LAUNCHER} {TRAIN_PYTHON:q} -m plmscale.train_cli"
-    " --objective {wildcards.objective} --layers {params.layers} --width {params.width}"
-    " --heads {params.heads} --flops {params.flops} --lr {params.lr} --mask-ratio {params.mask_ratio}"
-    " --context {params.context} --batch-rows {params.batch_rows}"
-    " --warmup-fraction {params.warmup_fraction} --min-lr-ratio {params.min_lr_ratio}"
-    " --weight-decay {params.weight_decay} --beta1 {params.beta1} --beta2 {params.beta2}"
-    " --grad-clip {params.grad_clip} --seed {params.seed} --eval-points {params.eval_points}"
-    " --eval-max-tokens {params.eval_max_tokens} --eval-seed {params.eval_seed}"
-    " --train-dirs {params.train_dirs:q} --valid-dirs {params.valid_dirs:q}"
-    " --model-dir {params.model_dir:q} --metrics {output.metrics:q} --done {output.done:q}"
-    " --checkpoint-dir {params.checkpoint_dir:q} --checkpoint-every {TRAIN_CHECKPOINT_EVERY}"
+    + _train_launcher()
+    + " {TRAIN_PYTHON:q} -m plmscale.train_cli --job {params.job:q} --execution {TRAIN_EXECUTION:q}"
     + (
         " --time-limit-s $(( {resources.runtime} * 60 - ({TRAIN_TIME_MARGIN_S} < {resources.runtime} * 15"
         " ? {TRAIN_TIME_MARGIN_S} : {resources.runtime} * 15) ))"
@@ -69,33 +86,14 @@ rule train:
         metrics="results/runs/{objective}/{budget}/{shape}/metrics.parquet",
         done="results/runs/{objective}/{budget}/{shape}/done.json",
     params:
-        train_dirs=[f"results/tokens/train/shard{k}" for k in SHARDS],
-        valid_dirs=[f"results/tokens/valid/shard{k}" for k in SHARDS],
-        layers=lambda w: point_of(w).shape.layers,
-        width=lambda w: point_of(w).shape.width,
-        heads=lambda w: point_of(w).shape.heads,
-        flops=lambda w: point_of(w).flops,
-        lr=shape_lr,
-        mask_ratio=mask_ratio,
-        context=config["train"]["context"],
-        batch_rows=config["train"]["batch_rows"],
-        warmup_fraction=config["train"]["warmup_fraction"],
-        min_lr_ratio=config["train"]["min_lr_ratio"],
-        weight_decay=config["train"]["weight_decay"],
-        beta1=config["train"]["beta1"],
-        beta2=config["train"]["beta2"],
-        grad_clip=config["train"]["grad_clip"],
-        seed=config["train"]["seed"],
-        eval_points=config["train"]["eval_points"],
-        eval_max_tokens=config["train"]["eval_max_tokens"],
-        eval_seed=config["evaluate"]["seed"],
-        model_dir=lambda w: f"results/runs/{w.objective}/{w.budget}/{w.shape}/model",
-        checkpoint_dir=lambda w: f"results/checkpoints/{w.objective}/{w.budget}/{w.shape}",
+        job=train_job,
         code=code_digest("train_cli"),
     threads: config["train"]["threads"]
     resources:
-        mem_mb=lambda w, attempt: 4000 * attempt,
-        runtime=lambda w, attempt: TRAIN_RUNTIME_MIN * attempt,
+        devices=lambda w: train_resources(w).devices,
+        gpu=lambda w: train_resources(w).gpu,
+        mem_mb=lambda w, attempt: train_resources(w).mem_mb * attempt,
+        runtime=lambda w, attempt: min(config["train"]["runtime_max"], train_resources(w).runtime_min * attempt),
     log:
         "logs/train/{objective}/{budget}/{shape}.log",
     shell:
@@ -121,5 +119,7 @@ rule evaluate:
     threads: config["train"]["threads"]
     log:
         "logs/evaluate/{objective}/{budget}/{shape}.log",
+    # train.device / train.precision are execution settings: the script reads them from the config, not
+    # params, so changing them reruns nothing.  A device the job did not get fails (no CPU fallback).
     script:
         "../scripts/evaluate.py"

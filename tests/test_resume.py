@@ -7,68 +7,21 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
-import polars as pl
 import pytest
 from plmscale import checkpoint as ckpt
-from plmscale.flops import ModelShape
-from plmscale.tokens import tokenize_shard
-from plmscale.train import (
-    EX_TEMPFAIL,
-    DistInfo,
-    TrainingStopped,
-    TrainSettings,
-    dist_info_from_env,
-    train_run,
-)
-from safetensors.torch import load_file
+from plmscale.distributed import DistInfo, dist_info_from_env
+from plmscale.resume import InputsChanged
+from plmscale.stopping import EX_TEMPFAIL, TrainingStopped
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.trainkit import REPO, assert_same_run, cli_args, execution, make_shards, run, settings
+
 EVERY = 5
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    base = tmp_path_factory.mktemp("tokens")
-    rng = np.random.default_rng(1)
-    motif = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
-    for name, n in (("train", 400), ("valid", 40)):
-        fasta = base / f"{name}.fasta"
-        fasta.write_text("".join(f">{name}{i}\n{motif[: rng.integers(10, 33)]}\n" for i in range(n)))
-        tokenize_shard(fasta, base / name, shard_index=0, num_shards=1)
-    return base / "train", base / "valid"
-
-
-def settings(objective="mlm", **overrides):
-    values = dict(
-        objective=objective, shape=ModelShape(1, 32, 2), flops_budget=5e8, context=32, batch_rows=8,
-        peak_lr=5e-3, warmup_fraction=0.1, min_lr_ratio=0.1, weight_decay=0.1, beta1=0.9, beta2=0.95,
-        grad_clip=1.0, mask_ratio=0.15 if objective == "mlm" else 0.0, seed=0, eval_points=4,
-        eval_max_tokens=512, eval_seed=3,
-    )  # fmt: skip
-    values.update(overrides)
-    return TrainSettings(**values)
-
-
-def run(shards, out: Path, s=None, logs=None, **kw):
-    out.mkdir(parents=True, exist_ok=True)
-    log = logs.append if logs is not None else (lambda *a: None)
-    return train_run(
-        s or settings(), [shards[0]], [shards[1]], model_dir=out / "model",
-        metrics_path=out / "metrics.parquet", done_path=out / "done.json", log=log, **kw,
-    )  # fmt: skip
-
-
-def assert_same_run(a: Path, b: Path):
-    ma, mb = pl.read_parquet(a / "metrics.parquet"), pl.read_parquet(b / "metrics.parquet")
-    assert ma.height == mb.height == settings().num_steps
-    assert ma.equals(mb)  # every step's train loss, val loss, lr, tokens: bit for bit
-    wa, wb = load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
-    assert wa.keys() == wb.keys()
-    for name in wa:
-        assert (wa[name] == wb[name]).all(), name
+    return make_shards(tmp_path_factory.mktemp("tokens"))
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +30,14 @@ def reference(shards, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
     run(shards, out)
     return out
+
+
+def every(steps: int, **overrides):
+    return execution(checkpoint_every=steps, **overrides)
+
+
+def cli(shards, out, *extra: str, checkpoint_dir=None, **execution_overrides) -> list[str]:
+    return [*cli_args(shards, out, checkpoint_dir=checkpoint_dir, **execution_overrides), *extra]
 
 
 def test_dist_info_from_torchrun_and_srun_variables():
@@ -101,7 +62,7 @@ def test_signal_at_a_random_step_then_resume_reproduces_the_uninterrupted_run(
             os.kill(os.getpid(), sig)  # the handler only sets a flag: the step finishes, then it saves
 
     with pytest.raises(TrainingStopped) as stopped:
-        run(shards, out, checkpoint_dir=ckdir, checkpoint_every=EVERY, on_step=kill_at)
+        run(shards, out, checkpoint_dir=ckdir, ex=every(EVERY), on_step=kill_at)
     assert stopped.value.step == k and stopped.value.exit_code == EX_TEMPFAIL == 75
     assert stopped.value.reason == sig.name
     assert [s for s, _ in ckpt.committed_checkpoints(ckdir)][-1] == k
@@ -109,7 +70,7 @@ def test_signal_at_a_random_step_then_resume_reproduces_the_uninterrupted_run(
     assert signal.getsignal(sig) is signal.default_int_handler or signal.getsignal(sig) == signal.SIG_DFL
 
     logs = []
-    done = run(shards, out, logs=logs, checkpoint_dir=ckdir, checkpoint_every=EVERY)
+    done = run(shards, out, logs=logs, checkpoint_dir=ckdir, ex=every(EVERY))
     assert f"resuming from checkpoint step-{k:08d} (step {k})" in logs
     assert done["resumed_from_step"] == k
     assert_same_run(reference, out)  # steps before k come from the checkpoint's metric records
@@ -129,7 +90,7 @@ def test_kill_during_a_checkpoint_write_resumes_from_the_previous_committed_one(
 
     monkeypatch.setattr(ckpt, "_write_torch", die_in_second_checkpoint)
     with pytest.raises(KeyboardInterrupt):
-        run(shards, out, checkpoint_dir=ckdir, checkpoint_every=EVERY)
+        run(shards, out, checkpoint_dir=ckdir, ex=every(EVERY))
     monkeypatch.setattr(ckpt, "_write_torch", real_write)
     assert (ckdir / f"step-{2 * EVERY:08d}.tmp" / "model.pt").is_file()
     assert [s for s, _ in ckpt.committed_checkpoints(ckdir)] == [EVERY]
@@ -137,7 +98,7 @@ def test_kill_during_a_checkpoint_write_resumes_from_the_previous_committed_one(
     (ckdir / f"step-{3 * EVERY:08d}").mkdir()
 
     logs = []
-    run(shards, out, logs=logs, checkpoint_dir=ckdir, checkpoint_every=EVERY)
+    run(shards, out, logs=logs, checkpoint_dir=ckdir, ex=every(EVERY))
     assert f"removed uncommitted checkpoint step-{2 * EVERY:08d}.tmp" in logs
     assert f"resuming from checkpoint step-{EVERY:08d} (step {EVERY})" in logs
     assert_same_run(reference, out)
@@ -145,7 +106,7 @@ def test_kill_during_a_checkpoint_write_resumes_from_the_previous_committed_one(
 
 def test_only_the_newest_two_committed_checkpoints_are_kept(shards, reference, tmp_path):
     ckdir, out = tmp_path / "ckpt", tmp_path / "run"
-    run(shards, out, checkpoint_dir=ckdir, checkpoint_every=3, keep_checkpoints=True)
+    run(shards, out, checkpoint_dir=ckdir, ex=every(3, keep_checkpoints=True))
     total = settings().num_steps
     saved = [s for s in range(3, total, 3)]  # never at the last step: the outputs follow
     assert sorted(p.name for p in ckdir.iterdir()) == [f"step-{s:08d}" for s in saved[-2:]]
@@ -172,32 +133,48 @@ def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(shards, refe
     assert_same_run(reference, out)
 
 
-def test_checkpoints_of_other_settings_are_discarded(shards, tmp_path):
+def test_resume_with_other_run_settings_is_refused_naming_the_change(shards, tmp_path):
     ckdir = tmp_path / "ckpt"
     with pytest.raises(TrainingStopped):
         run(shards, tmp_path / "a", checkpoint_dir=ckdir, time_limit_s=0.0)
+    changed = r"run setting peak_lr: 0\.005 -> 0\.004.*on_input_change: restart"
+    with pytest.raises(InputsChanged, match=changed):
+        run(shards, tmp_path / "b", s=settings(peak_lr=4e-3), checkpoint_dir=ckdir)
+    assert [s for s, _ in ckpt.committed_checkpoints(ckdir)] == [1]  # refused: nothing touched
+    assert not (tmp_path / "b" / "done.json").exists()
+
+
+def test_resume_on_changed_tokens_is_refused_and_restart_starts_fresh(shards, tmp_path):
+    """The issue's case: the split changed under an interrupted run.  The checkpoint names its token
+    manifests' checksums, so resuming on other tokens is refused; `restart` discards and says so."""
+    ckdir = tmp_path / "ckpt"
+    mine = make_shards(tmp_path)
+    with pytest.raises(TrainingStopped):
+        run(mine, tmp_path / "a", checkpoint_dir=ckdir, time_limit_s=0.0)
+    make_shards(tmp_path, n_train=300, seed=2)  # the same shard paths now hold other proteins: a new split
+    with pytest.raises(InputsChanged, match=r"train tokens shard \S+train changed \(manifest sha256\)"):
+        run(mine, tmp_path / "b", checkpoint_dir=ckdir)
     logs = []
-    run(shards, tmp_path / "b", s=settings(peak_lr=4e-3), logs=logs, checkpoint_dir=ckdir)
-    assert any(line.startswith("discarding checkpoint step-00000001") for line in logs)
-    assert not any("resuming" in line for line in logs)
+    done = run(mine, tmp_path / "b", logs=logs, checkpoint_dir=ckdir, ex=every(0, on_input_change="restart"))
+    assert any(line.startswith("starting fresh, discarding the checkpoints") for line in logs)
+    assert not any("resuming" in line for line in logs) and done["resumed_from_step"] is None
 
 
-def cli(shards, out: Path, *extra: str) -> list[str]:
-    s = settings()
-    return [
-        "--objective", s.objective, "--layers", "1", "--width", "32", "--heads", "2",
-        "--flops", str(s.flops_budget), "--lr", str(s.peak_lr), "--context", "32", "--batch-rows", "8",
-        "--warmup-fraction", "0.1", "--mask-ratio", "0.15", "--eval-points", "4", "--eval-max-tokens", "512",
-        "--eval-seed", "3", "--train-dirs", str(shards[0]), "--valid-dirs", str(shards[1]),
-        "--model-dir", str(out / "model"), "--metrics", str(out / "metrics.parquet"),
-        "--done", str(out / "done.json"), "--device", "cpu", *extra,
-    ]  # fmt: skip
+def test_resume_after_a_code_change_is_refused(shards, tmp_path, monkeypatch):
+    from plmscale import resume
+
+    ckdir = tmp_path / "ckpt"
+    with pytest.raises(TrainingStopped):
+        run(shards, tmp_path / "a", checkpoint_dir=ckdir, time_limit_s=0.0)
+    monkeypatch.setattr(resume, "code_digest", lambda *_: "0123456789abcdef")  # as if a module was edited
+    with pytest.raises(InputsChanged, match=r"training code digest [0-9a-f]{16} -> 0123456789abcdef"):
+        run(shards, tmp_path / "b", checkpoint_dir=ckdir)
 
 
 def test_time_limit_exits_75_with_a_committed_checkpoint_and_the_rerun_finishes(shards, reference, tmp_path):
     ckdir, out = tmp_path / "ckpt", tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
-    args = [sys.executable, "-m", "plmscale.train_cli", *cli(shards, out, "--checkpoint-dir", str(ckdir))]
+    args = [sys.executable, "-m", "plmscale.train_cli", *cli(shards, out, checkpoint_dir=ckdir)]
     limited = [*args, "--time-limit-s", "0"]
     first = subprocess.run(limited, capture_output=True, text=True, env=env, timeout=300)
     assert first.returncode == 75, first.stdout + first.stderr
@@ -215,11 +192,11 @@ def test_sigterm_to_the_cli_process_saves_exits_75_and_resumes(shards, reference
     ckdir, out = tmp_path / "ckpt", tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
     slow = (  # the real CLI, each step slowed down so the signal lands mid-run
-        "import sys, time; import plmscale.train as t; real = t.local_batch\n"
+        "import sys, time; import plmscale.steps as t; real = t.local_batch\n"
         "t.local_batch = lambda *a: (time.sleep(0.2), real(*a))[1]\n"
         "from plmscale.train_cli import main; sys.exit(main(sys.argv[1:]))"
     )
-    args = cli(shards, out, "--checkpoint-dir", str(ckdir), "--checkpoint-every", "2")
+    args = cli(shards, out, checkpoint_dir=ckdir, checkpoint_every=2)
     proc = subprocess.Popen([sys.executable, "-c", slow, *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     deadline = time.monotonic() + 120
@@ -231,6 +208,6 @@ def test_sigterm_to_the_cli_process_saves_exits_75_and_resumes(shards, reference
     stopped = [s for s, _ in ckpt.committed_checkpoints(ckdir)][-1]
     assert f"stopping at step {stopped}/{settings().num_steps} (SIGTERM)" in output
     logs = []
-    run(shards, out, logs=logs, checkpoint_dir=ckdir, checkpoint_every=2)
+    run(shards, out, logs=logs, checkpoint_dir=ckdir, ex=every(2))
     assert f"resuming from checkpoint step-{stopped:08d} (step {stopped})" in logs
     assert_same_run(reference, out)

@@ -60,12 +60,11 @@ class Study:
     shapes: Mapping[str, ModelShape]
     budgets: tuple[tuple[float, tuple[str, ...]], ...]
     context: int
-    batch_rows: int
+    batch_rows: Mapping[str, int]  # per shape: train.batch_rows unless the shape sets its own
     min_steps: int
 
-    @property
-    def tokens_per_step(self) -> int:
-        return self.context * self.batch_rows
+    def tokens_per_step(self, shape_name: str) -> int:
+        return self.context * self.batch_rows[shape_name]
 
     def points(self) -> list[ScalingPoint]:
         out = []
@@ -82,7 +81,7 @@ class Study:
                             shape=shape,
                             n_params=n,
                             num_tokens=tokens_for_budget(flops, n),
-                            num_steps=steps_for_budget(flops, n, self.tokens_per_step),
+                            num_steps=steps_for_budget(flops, n, self.tokens_per_step(name)),
                         )
                     )
         return out
@@ -129,7 +128,7 @@ def load_study(config: Mapping[str, Any]) -> Study:
         shapes=shapes,
         budgets=tuple(budgets),
         context=int(train["context"]),
-        batch_rows=int(train["batch_rows"]),
+        batch_rows={n: int(grid["shapes"][n].get("batch_rows", train["batch_rows"])) for n in shapes},
         min_steps=int(train["min_steps"]),
     )
     for point in study.points():
@@ -137,7 +136,8 @@ def load_study(config: Mapping[str, Any]) -> Study:
             raise ValueError(
                 f"impossible grid point {point.run_id}: budget {point.flops:g} FLOPs buys D = C/(6N) = "
                 f"{point.num_tokens:,.0f} tokens for N = {point.n_params:,}, only {point.num_steps} steps of "
-                f"{study.tokens_per_step} tokens (train.min_steps = {study.min_steps}); raise the budget, "
+                f"{study.tokens_per_step(point.shape_name)} tokens (train.min_steps = {study.min_steps}); "
+                "raise the budget, "
                 "use a smaller shape, or lower train.batch_rows"
             )
     check_fractions(config["split"]["fractions"])

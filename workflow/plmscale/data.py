@@ -7,29 +7,61 @@ that is cut into rows of exactly ``context`` tokens.  Inside a row, attention is
 document boundaries (block-diagonal mask, causal within a document for CLM) and position ids restart
 at each document.  Row ``r`` of the stream, and hence the batch of step ``s``, is a pure function of
 ``(seed, r)``: a resumed run sees exactly the batches an uninterrupted run would.
+
+Documents reference the token stores in place: :func:`store_documents` windows several memory-mapped
+:class:`~plmscale.tokens.TokenStore` shards as one *virtual* concatenation (a base offset per store), so
+the documents, their order and therefore every row are exactly those of concatenating the stores in the
+given order (:func:`~plmscale.tokens.concat_stores`), without copying the ids into memory.
+:meth:`PackedStream.rows` builds a block of rows with numpy alone (searchsorted over the epoch's cumulative
+document ends, one fancy-indexed gather per store) and reads from the memory maps only the tokens of the
+rows asked for; it checks every gathered id against the vocabulary and names the shard, sequence and fix
+for one that is not.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from plmscale.model import POSITION_OFFSET
-from plmscale.tokens import CLS_ID, EOS_ID, MASK_ID, PAD_ID
+from plmscale.tokens import (
+    CLS_ID,
+    EOS_ID,
+    IDS_FILE,
+    MASK_ID,
+    PAD_ID,
+    VOCAB_SIZE,
+    TokenStore,
+    retokenize_hint,
+)
 
 IGNORE_INDEX = -100
 # ids of the 20 standard amino acids in the ESM-2 vocabulary (L A G V S E R T I D P K Q N F Y M H W C)
 STANDARD_RESIDUE_IDS = np.arange(4, 24)
+_CACHED_EPOCHS = 2  # epoch layouts kept: a block crossing an epoch boundary needs two
 
 
 @dataclass(frozen=True)
 class Documents:
-    """Windows of at most ``context`` tokens over a flat token array."""
+    """Windows of at most ``context`` tokens over one or more token arrays, virtually concatenated.
 
-    ids: np.ndarray  # uint8, all tokens of all sequences
-    starts: np.ndarray  # int64, start of each document in ``ids``
+    ``starts`` index the concatenation of ``parts`` in order (``bases[i]`` is where part ``i`` begins), so
+    they equal the starts over :func:`~plmscale.tokens.concat_stores`'s array; a document never crosses a
+    part.  ``parts`` are the stores' memory maps (not copied); ``offsets`` and ``names`` (the file each
+    part was read from) only serve error messages.
+    """
+
+    parts: tuple[np.ndarray, ...]  # uint8 ids of each part (memory maps stay memory maps)
+    offsets: tuple[np.ndarray, ...]  # int64 sequence offsets within each part
+    names: tuple[str, ...]  # the ids file of each part, for error messages
+    bases: np.ndarray  # int64, len(parts) + 1: start of each part in the virtual concatenation
+    starts: np.ndarray  # int64, start of each document in the virtual concatenation
     lengths: np.ndarray  # int64, tokens in each document (1..context)
 
     @property
@@ -37,21 +69,56 @@ class Documents:
         return int(self.lengths.sum())
 
 
-def make_documents(ids: np.ndarray, offsets: np.ndarray, context: int) -> Documents:
-    """Cut each sequence ``ids[offsets[i]:offsets[i+1]]`` into windows of at most ``context`` tokens."""
-    if context < 2:
-        raise ValueError(f"context={context} must be at least 2 tokens")
+def _windows(offsets: np.ndarray, context: int, base: int) -> tuple[np.ndarray, np.ndarray]:
+    """(starts + ``base``, lengths) of the windows of at most ``context`` tokens of each sequence."""
     offsets = np.asarray(offsets, dtype=np.int64)
     seq_lengths = np.diff(offsets)
     if np.any(seq_lengths <= 0):
         raise ValueError("token store contains an empty sequence; re-run validation and tokenization")
+    if seq_lengths.size == 0 or int(seq_lengths.max()) <= context:  # one window per sequence
+        return offsets[:-1] + base, seq_lengths
     n_windows = -(-seq_lengths // context)
     seq_of_window = np.repeat(np.arange(len(seq_lengths)), n_windows)
     first_window = np.cumsum(n_windows) - n_windows
     window_in_seq = np.arange(int(n_windows.sum())) - np.repeat(first_window, n_windows)
     starts = offsets[:-1][seq_of_window] + window_in_seq * context
     ends = np.minimum(starts + context, offsets[1:][seq_of_window])
-    return Documents(ids=ids, starts=starts, lengths=ends - starts)
+    return starts + base, ends - starts
+
+
+def _documents(parts: Sequence[tuple[np.ndarray, np.ndarray, str]], context: int) -> Documents:
+    """Documents of (ids, offsets, name) parts, virtually concatenated in order."""
+    if context < 2:
+        raise ValueError(f"context={context} must be at least 2 tokens")
+    bases = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([int(ids.size) for ids, _, _ in parts], out=bases[1:])
+    windows = [_windows(offsets, context, int(bases[i])) for i, (_, offsets, _) in enumerate(parts)]
+    empty = np.empty(0, dtype=np.int64)
+    starts, lengths = windows[0] if len(windows) == 1 else (empty, empty)
+    if len(windows) > 1:
+        starts, lengths = (np.concatenate(arrays) for arrays in zip(*windows, strict=True))
+    return Documents(
+        parts=tuple(ids for ids, _, _ in parts),
+        offsets=tuple(offsets for _, offsets, _ in parts),
+        names=tuple(name for _, _, name in parts),
+        bases=bases,
+        starts=starts,
+        lengths=lengths,
+    )
+
+
+def make_documents(ids: np.ndarray, offsets: np.ndarray, context: int) -> Documents:
+    """Cut each sequence ``ids[offsets[i]:offsets[i+1]]`` into windows of at most ``context`` tokens."""
+    return _documents([(ids, offsets, "<token array>")], context)
+
+
+def store_documents(stores: Sequence[TokenStore], context: int) -> Documents:
+    """Documents of several stores read in place, identical to ``make_documents(*concat_stores(stores))``.
+
+    Only the per-sequence offsets are read (into the per-document ``starts``/``lengths``); the token ids
+    stay in the stores' memory maps.
+    """
+    return _documents([(s.ids, s.offsets, os.fspath(s.directory / IDS_FILE)) for s in stores], context)
 
 
 @dataclass(frozen=True)
@@ -63,64 +130,175 @@ class Rows:
     segments: np.ndarray  # document index within the row; -1 marks padding
 
 
-class PackedStream:
-    """The epoch-shuffled, packed token stream of a set of documents (see module docstring)."""
+def _ranges(lo: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(lo[i], lo[i] + n[i])`` over ``i``, without a Python loop."""
+    ends = np.cumsum(n)
+    return np.arange(int(ends[-1]) if ends.size else 0, dtype=np.int64) + np.repeat(lo - (ends - n), n)
 
-    def __init__(self, documents: Documents, context: int, seed: int, *, drop_last: bool = True) -> None:
+
+def _out_of_vocab(docs: Documents, part: int, local: int, token: int) -> ValueError:
+    """The error for token id ``token`` at ``local`` in part ``part``: file, sequence, position, fix."""
+    offsets = docs.offsets[part]
+    seq = int(np.searchsorted(offsets, local, side="right")) - 1
+    name = docs.names[part]
+    return ValueError(
+        f"{name}: token id {token} at position {local - int(offsets[seq])} of sequence {seq} is outside the "
+        f"{VOCAB_SIZE}-token vocabulary; the shard is corrupt. {retokenize_hint(os.path.dirname(name))}"
+    )
+
+
+def _mapping(array: np.ndarray) -> mmap.mmap | None:
+    """The read-only ``mmap`` an array views (``np.load(..., mmap_mode="r")``), or None."""
+    base: object = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return base if isinstance(base, mmap.mmap) and not array.flags.writeable else None
+
+
+def _release(array: np.ndarray) -> None:
+    """Unmap from this process the pages of a read-only memory map that were read (``MADV_DONTNEED``).
+
+    The file's pages stay in the page cache, so reading them again is a minor fault; the process's RSS
+    then holds only the rows being built.  Without this, kernels that cache files in large folios map
+    up to 2 MiB per document read, and a long run's RSS would creep towards the size of the store.
+    """
+    mapping = _mapping(array)
+    if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def _read(docs: Documents, part: int, src: np.ndarray, release: bool) -> np.ndarray:
+    """Tokens ``src`` (positions in ``part``) as uint8, checked against the vocabulary."""
+    values = np.asarray(docs.parts[part][src])
+    if release:
+        _release(docs.parts[part])
+    if values.size and int(values.max()) >= VOCAB_SIZE:
+        bad = int(np.argmax(values >= VOCAB_SIZE))
+        raise _out_of_vocab(docs, part, int(src[bad]), int(values[bad]))
+    return values
+
+
+def _gather(
+    docs: Documents, shift: np.ndarray, lo: np.ndarray, n: np.ndarray, piece: np.ndarray, out: np.ndarray,
+    release: bool,
+) -> None:  # fmt: skip
+    """Fill ``out[:len(piece)]``: output token ``i`` of piece ``j = piece[i]`` (``lo[j] <= i < lo[j] + n[j]``)
+    is virtual token ``i + shift[j]``.  One fancy-indexed gather per part (store) the pieces come from."""
+    part_of = np.searchsorted(docs.bases, shift + lo, side="right") - 1
+    parts = np.unique(part_of).tolist()
+    if len(parts) == 1:  # one store: the output is contiguous, no index bookkeeping
+        src = np.arange(piece.size) + (shift - docs.bases[parts[0]])[piece]
+        out[: piece.size] = _read(docs, parts[0], src, release)
+        return
+    for part in parts:
+        mine = part_of == part
+        dst = _ranges(lo[mine], n[mine])
+        out[dst] = _read(docs, part, dst + np.repeat(shift[mine] - docs.bases[part], n[mine]), release)
+
+
+class PackedStream:
+    """The epoch-shuffled, packed token stream of a set of documents (see module docstring).
+
+    Thread-safe: a background thread may build rows (:class:`plmscale.loader.Prefetcher`).
+    """
+
+    def __init__(
+        self,
+        documents: Documents,
+        context: int,
+        seed: int,
+        *,
+        drop_last: bool = True,
+        release_pages: bool = True,
+    ) -> None:
         if documents.num_tokens == 0:
             raise ValueError("cannot pack an empty token store")
         self.documents = documents
         self.context = context
         self.seed = seed
-        total = documents.num_tokens
-        self.rows_per_epoch = total // context if drop_last else -(-total // context)
+        self.release_pages = release_pages
+        self.total = documents.num_tokens
+        self.rows_per_epoch = self.total // context if drop_last else -(-self.total // context)
         if self.rows_per_epoch == 0:
             raise ValueError(
-                f"the token store holds {total} tokens, fewer than one row of context={context}; "
+                f"the token store holds {self.total} tokens, fewer than one row of context={context}; "
                 "use a smaller context or more data"
             )
-        self._epoch = -1
-        self._order: np.ndarray = np.empty(0, dtype=np.int64)
-        self._ends: np.ndarray = np.empty(0, dtype=np.int64)
+        self._lock = threading.Lock()
+        self._layouts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def _layout(self, epoch: int) -> None:
-        if epoch != self._epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._order = rng.permutation(len(self.documents.lengths))
-            self._ends = np.cumsum(self.documents.lengths[self._order])
-            self._epoch = epoch
+    @classmethod
+    def from_stores(
+        cls,
+        stores: Sequence[TokenStore],
+        context: int,
+        seed: int,
+        *,
+        drop_last: bool = True,
+        release_pages: bool = True,
+    ) -> PackedStream:
+        """The stream over :func:`store_documents` of ``stores`` (ids read in place)."""
+        docs = store_documents(stores, context)
+        return cls(docs, context, seed, drop_last=drop_last, release_pages=release_pages)
+
+    def _layout(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(document order, cumulative ends of the ordered documents) of ``epoch``; cached per epoch."""
+        with self._lock:
+            layout = self._layouts.get(epoch)
+            if layout is None:
+                order = np.random.default_rng([self.seed, epoch]).permutation(len(self.documents.lengths))
+                layout = (order, np.cumsum(self.documents.lengths[order]))
+                self._layouts[epoch] = layout
+                while len(self._layouts) > _CACHED_EPOCHS:
+                    del self._layouts[max(self._layouts, key=lambda e: abs(e - epoch))]
+            return layout
+
+    def _fill(self, epoch: int, first: int, out: Rows) -> None:
+        """Fill ``out`` (rows ``first ..`` of ``epoch``, all in that epoch) from the documents."""
+        order, ends = self._layout(epoch)
+        t, docs = self.context, self.documents
+        p0 = first * t
+        real = min(out.tokens.size, self.total - p0)  # real tokens of the block; the rest is padding
+        k0 = int(np.searchsorted(ends, p0, side="right"))
+        k1 = int(np.searchsorted(ends, p0 + real - 1, side="right")) + 1
+        doc = order[k0:k1]
+        begin = ends[k0:k1] - docs.lengths[doc] - p0  # document starts, relative to the block
+        lo = np.maximum(begin, 0)  # the documents' pieces partition [0, real) in order
+        n = np.diff(lo, append=real)
+        tokens, positions, segments = (a.reshape(-1) for a in (out.tokens, out.positions, out.segments))
+        piece = np.repeat(np.arange(k1 - k0), n)  # the document piece of each real token
+        _gather(docs, docs.starts[doc] - begin, lo, n, piece, tokens, self.release_pages)
+        positions[:real] = np.arange(POSITION_OFFSET, POSITION_OFFSET + real) - begin[piece]
+        segments[:real] = piece - piece[::t].repeat(t)[:real]
+
+    def rows(self, first: int, count: int) -> Rows:
+        """Rows ``first .. first + count - 1`` of the stream (epochs follow each other), built vectorised.
+
+        Row ``r`` is row ``r % rows_per_epoch`` of epoch ``r // rows_per_epoch``; padding (only in the last
+        row of an epoch with ``drop_last=False``) has token ``PAD_ID``, position ``POSITION_OFFSET`` and
+        segment -1.  Raises ``ValueError`` naming the shard and sequence of an out-of-vocabulary id.
+        """
+        if first < 0 or count < 0:
+            raise ValueError(f"rows(first={first}, count={count}): both must be >= 0")
+        t = self.context
+        out = Rows(
+            tokens=np.full((count, t), PAD_ID, dtype=np.int64),
+            positions=np.full((count, t), POSITION_OFFSET, dtype=np.int64),
+            segments=np.full((count, t), -1, dtype=np.int64),
+        )
+        done = 0
+        while done < count:  # one pass per epoch the block touches
+            epoch, local = divmod(first + done, self.rows_per_epoch)
+            take = min(count - done, self.rows_per_epoch - local)
+            block = Rows(*(a[done : done + take] for a in (out.tokens, out.positions, out.segments)))
+            self._fill(epoch, local, block)
+            done += take
+        return out
 
     def row(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Tokens, positions and segment ids of global row ``index`` (epochs follow each other)."""
-        epoch, local = divmod(index, self.rows_per_epoch)
-        self._layout(epoch)
-        t = self.context
-        tokens = np.full(t, PAD_ID, dtype=np.int64)
-        positions = np.full(t, POSITION_OFFSET, dtype=np.int64)
-        segments = np.full(t, -1, dtype=np.int64)
-        start = local * t
-        k = int(np.searchsorted(self._ends, start, side="right"))
-        filled = 0
-        segment = 0
-        docs = self.documents
-        while filled < t and k < len(self._order):
-            doc = self._order[k]
-            doc_len = int(docs.lengths[doc])
-            doc_begin = int(self._ends[k]) - doc_len
-            skip = start + filled - doc_begin  # tokens of this document already in the previous row
-            take = min(doc_len - skip, t - filled)
-            src = int(docs.starts[doc]) + skip
-            tokens[filled : filled + take] = docs.ids[src : src + take]
-            positions[filled : filled + take] = POSITION_OFFSET + skip + np.arange(take)
-            segments[filled : filled + take] = segment
-            filled += take
-            segment += 1
-            k += 1
-        return tokens, positions, segments
-
-    def rows(self, first: int, count: int) -> Rows:
-        parts = [self.row(first + i) for i in range(count)]
-        return Rows(*(np.stack(x) for x in zip(*parts, strict=True)))
+        one = self.rows(index, 1)
+        return one.tokens[0], one.positions[0], one.segments[0]
 
 
 def attention_mask(segments: torch.Tensor, causal: bool) -> torch.Tensor:

@@ -8,6 +8,10 @@ hydropathy above 1.6, the transmembrane-helix criterion of Kyte & Doolittle (198
 Probe: mean-pooled last hidden states of the frozen encoder (first ``context`` tokens of each protein),
 standardised, then L2-regularised logistic regression fitted with L-BFGS on the proteins of the
 validation split and scored on the test split (both held out from pre-training, cluster-disjoint).
+
+The encoder runs on the device the job reserved (``device``: auto|cpu|cuda|hpu, ``plmscale.devices``; an
+absent device fails before any work) in ``precision`` fp32 or bf16 (autocast); the pooled embeddings come
+back to the CPU as float64 and the probe is fitted there.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import polars as pl
 import torch
 
 from plmscale.atomic import write_json_atomic
+from plmscale.devices import autocast, check_precision, describe_device, resolve_device, step_marker
 from plmscale.fasta import read_fasta
 from plmscale.model import POSITION_OFFSET
 from plmscale.tokens import encode
@@ -83,11 +88,23 @@ def label_proteins(
 
 
 @torch.no_grad()
-def embed(model: torch.nn.Module, sequences: list[str], context: int, batch_size: int = 32) -> np.ndarray:
-    """Mean of the encoder's last hidden states over the residues in the first ``context`` tokens."""
+def embed(
+    model: torch.nn.Module,
+    sequences: list[str],
+    context: int,
+    batch_size: int = 32,
+    *,
+    precision: str = "fp32",
+) -> np.ndarray:
+    """Mean of the encoder's last hidden states over the residues in the first ``context`` tokens.
+
+    Runs where the model's parameters are, under ``autocast(device, precision)``; each batch is moved
+    there and its pooled vectors come back to the CPU (float64)."""
     ids, offsets = encode(sequences)
     model.eval()
     backbone = model.base_model
+    device = next(model.parameters()).device
+    mark_step = step_marker(device)  # Gaudi lazy mode: flush the graph after each forward
     out = []
     for first in range(0, len(sequences), batch_size):
         chunk = range(first, min(first + batch_size, len(sequences)))
@@ -100,11 +117,15 @@ def embed(model: torch.nn.Module, sequences: list[str], context: int, batch_size
             keep[j, 1 : len(row) - (1 if row[-1] == 2 else 0)] = True  # residues only, not <cls>/<eos>
         attention = (input_ids != 1).long()
         positions = (torch.arange(width) + POSITION_OFFSET).expand(len(rows), -1)
-        hidden = backbone(
-            input_ids=input_ids, attention_mask=attention, position_ids=positions
-        ).last_hidden_state
-        weights = keep.unsqueeze(-1).float()
-        out.append(((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).numpy())
+        with autocast(device, precision):
+            hidden = backbone(
+                input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                position_ids=positions.to(device),
+            ).last_hidden_state  # fmt: skip
+        weights = keep.to(device).unsqueeze(-1).float()
+        pooled = (hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1)
+        mark_step()
+        out.append(pooled.cpu().numpy())
     return np.concatenate(out).astype(np.float64)
 
 
@@ -144,19 +165,30 @@ def binary_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 
 
 def probe_run(
-    model_dir: str, labels_tsv: str, output: str, *, context: int, l2: float, seed: int, threads: int = 1
+    model_dir: str,
+    labels_tsv: str,
+    output: str,
+    *,
+    context: int,
+    l2: float,
+    seed: int,
+    threads: int = 1,
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> dict:
     """Embed the probe proteins with a frozen MLM encoder, fit the probe, write its test metrics."""
     from plmscale.evaluate import load_model
 
     torch.set_num_threads(threads)
+    dev = resolve_device(device)  # before any work: a missing GPU/Gaudi fails here
+    check_precision(dev, precision)
     torch.manual_seed(seed)
     table = pl.read_csv(labels_tsv, separator="\t")
-    model = load_model(model_dir, "mlm")
+    model = load_model(model_dir, "mlm").to(dev)
     train = table.filter(pl.col("split") == "probe_train")
     test = table.filter(pl.col("split") == "probe_test")
-    x_train = embed(model, train["sequence"].to_list(), context)
-    x_test = embed(model, test["sequence"].to_list(), context)
+    x_train = embed(model, train["sequence"].to_list(), context, precision=precision)
+    x_test = embed(model, test["sequence"].to_list(), context, precision=precision)
     mean, std = x_train.mean(0), x_train.std(0) + 1e-8
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     y_train = (train["label"] == "membrane").to_numpy().astype(int)
@@ -172,6 +204,8 @@ def probe_run(
         **{f"test_{k}": v for k, v in binary_metrics(y_test, pred).items()},
         "majority_baseline_accuracy": float(np.mean(y_test == majority)),
         "labels": "computed proxy: Kyte-Doolittle max window mean > threshold (not curated annotations)",
+        "embed_precision": precision,
+        "embed_device": describe_device(dev),
     }
     write_json_atomic(output, result)
     print(json.dumps(result))

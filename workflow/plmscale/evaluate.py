@@ -3,6 +3,10 @@
 The model is loaded from its Hugging Face directory with ``AutoModelForMaskedLM`` (MLM) or
 ``AutoModelForCausalLM`` (CLM), exactly as a user would load it, and scored on the held-out clusters'
 validation tokens (nats per scored token: every next token for CLM, the masked residues for MLM).
+
+It runs on the device its job reserved (``device``: auto|cpu|cuda|hpu, see ``plmscale.devices``; an absent
+device is an error before any work, never a silent CPU fallback) in ``precision`` fp32 or bf16 (autocast;
+the loss itself is summed in fp32).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 from plmscale.atomic import write_json_atomic
 from plmscale.data import PackedStream, make_documents
-from plmscale.train import open_tokens, validation_loss
+from plmscale.devices import check_precision, describe_device, resolve_device
+from plmscale.tokens import TokenStore, concat_stores
+from plmscale.train import validation_loss
 
 
 def load_model(model_dir: str | Path, objective: str) -> torch.nn.Module:
@@ -36,13 +42,19 @@ def evaluate_run(
     batch_rows: int,
     seed: int,
     threads: int = 1,
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> dict:
+    """Score the saved model of ``model_dir``; writes and returns the result (``val_loss`` in nats)."""
     torch.set_num_threads(threads)
-    model = load_model(model_dir, objective)
-    stream = PackedStream(make_documents(*open_tokens(valid_dirs), context), context, seed, drop_last=False)
+    dev = resolve_device(device)  # before any work: a missing GPU/Gaudi fails here
+    check_precision(dev, precision)
+    model = load_model(model_dir, objective).to(dev)
+    ids, offsets = concat_stores([TokenStore.open(Path(d)) for d in valid_dirs])
+    stream = PackedStream(make_documents(ids, offsets, context), context, seed, drop_last=False)
     loss, n_scored = validation_loss(
         model, objective, stream, max_tokens=max_tokens, batch_rows=batch_rows, mask_ratio=mask_ratio,
-        eval_seed=seed,
+        eval_seed=seed, precision=precision,
     )  # fmt: skip
     done = json.loads(Path(done_json).read_text())
     result = {
@@ -54,6 +66,8 @@ def evaluate_run(
         "flops": done["flops"],
         "flops_budget": done["flops_budget"],
         "shape": done["settings"]["shape"],
+        "eval_precision": precision,
+        "eval_device": describe_device(dev),
     }
     write_json_atomic(output, result)
     print(json.dumps(result))

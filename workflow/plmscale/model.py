@@ -1,9 +1,10 @@
 """One model family for both objectives, built on Hugging Face ``transformers`` classes.
 
 Both objectives use the same pre-LayerNorm transformer blocks (``RobertaPreLayerNorm``: pre-LN like
-ESM-2 and Megatron-GPT, GELU feed-forward of width 4d, learned positions, SDPA attention).  They differ
-only in the attention mask (bidirectional for MLM, causal for CLM) and the loss.  The two heads share
-parameter names, so a CLM checkpoint can initialise an MLM (the paper's CLM->MLM transfer).
+ESM-2 and Megatron-GPT, GELU feed-forward of width 4d, learned positions, SDPA attention by default; see
+:mod:`plmscale.attention` for the other backends).  They differ only in the attention mask (bidirectional
+for MLM, causal for CLM) and the loss.  The two heads share parameter names, so a CLM checkpoint can
+initialise an MLM (the paper's CLM->MLM transfer).
 
 Saved runs load with ``AutoModelForMaskedLM`` (MLM) or ``AutoModelForCausalLM`` (CLM).
 """
@@ -56,12 +57,23 @@ def model_config(shape: ModelShape, objective: str, context: int) -> RobertaPreL
     )
 
 
-def build_model(shape: ModelShape, objective: str, context: int, seed: int) -> PreTrainedModel:
-    """A freshly initialised model; the initialisation is a function of ``seed`` alone."""
+def build_model(
+    shape: ModelShape, objective: str, context: int, seed: int, *, attention: str = "sdpa"
+) -> PreTrainedModel:
+    """A freshly initialised model; the initialisation is a function of ``seed`` alone.
+
+    ``attention`` is the attention backend (:data:`plmscale.attention.ATTENTION_BACKENDS`), set with
+    :func:`plmscale.attention.set_backend`; it changes no weight and is not saved in ``config.json``.
+    """
     config = model_config(shape, objective, context)
     torch.manual_seed(seed)
     cls = RobertaPreLayerNormForCausalLM if objective == "clm" else RobertaPreLayerNormForMaskedLM
-    return cls(config)
+    model = cls(config)
+    if attention != "sdpa":
+        from plmscale.attention import set_backend  # lazy: plmscale.attention imports data -> model
+
+        set_backend(model, attention)
+    return model
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

@@ -13,6 +13,11 @@ A shard is a directory holding exactly three files:
 
 Each file is written atomically and the manifest last (an existing manifest is removed first), so a shard
 directory without ``manifest.json`` is incomplete and :meth:`TokenStore.open` refuses it.
+
+Training and evaluation open shards with :func:`open_stores`: sizes, dtypes, shapes and offsets are always
+checked against the manifest, and with ``checksum=True`` the sha256 of both files is recomputed by reading
+them in 1 MiB chunks (no memory map, so the check does not grow the process's resident memory).
+:func:`store_identity` gives the sha256 of each opened manifest, the identity of a run's inputs.
 """
 
 from __future__ import annotations
@@ -47,7 +52,11 @@ __all__ = [
     "concat_stores",
     "encode",
     "esm_tokenizer",
+    "open_stores",
+    "retokenize_hint",
+    "store_identity",
     "tokenize_shard",
+    "verify_checksums",
     "write_vocab",
 ]
 
@@ -69,6 +78,8 @@ OFFSETS_FILE = "offsets.npy"
 MANIFEST_FILE = "manifest.json"
 
 _INVALID = 255
+_CHUNK = 1 << 20
+RETOKENIZE = "snakemake --forcerun tokenize_shard"
 
 
 def _build_lut() -> np.ndarray:
@@ -245,16 +256,34 @@ def tokenize_shard(
     return manifest
 
 
+def retokenize_hint(directory: str | os.PathLike[str]) -> str:
+    """The fix for a bad shard: the Snakemake command that rebuilds it (or all shards)."""
+    return (
+        f"Fix: re-run tokenization of this shard: snakemake --forcerun {Path(directory) / MANIFEST_FILE} "
+        f"(or {RETOKENIZE} for every shard)."
+    )
+
+
 class TokenStore:
-    """Read-only, memory-mapped view of one token shard directory."""
+    """Read-only, memory-mapped view of one token shard directory.
+
+    ``manifest_sha256`` is the sha256 of the ``manifest.json`` bytes that were parsed (see
+    :func:`store_identity`).
+    """
 
     def __init__(
-        self, directory: Path, manifest: dict[str, Any], ids: np.ndarray, offsets: np.ndarray
+        self,
+        directory: Path,
+        manifest: dict[str, Any],
+        ids: np.ndarray,
+        offsets: np.ndarray,
+        manifest_sha256: str | None = None,
     ) -> None:
         self.directory = directory
         self.manifest = manifest
         self.ids = ids
         self.offsets = offsets
+        self.manifest_sha256 = manifest_sha256
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], verify: bool = False) -> TokenStore:
@@ -263,7 +292,7 @@ class TokenStore:
         Raises ``ValueError`` naming the offending file on any mismatch.
         """
         directory = Path(directory)
-        manifest = _load_manifest(directory)
+        manifest, manifest_sha256 = _load_manifest(directory)
         for name in (IDS_FILE, OFFSETS_FILE):
             _check_file(directory / name, manifest["files"][name], verify)
         ids = _load_array(directory / IDS_FILE, np.uint8, (manifest["num_tokens"],))
@@ -271,7 +300,7 @@ class TokenStore:
         _check_offsets(directory / OFFSETS_FILE, offsets, manifest)
         if verify:
             _check_specials(directory / IDS_FILE, ids, offsets)
-        return cls(directory, manifest, ids, offsets)
+        return cls(directory, manifest, ids, offsets, manifest_sha256)
 
     def __len__(self) -> int:
         return int(self.offsets.size) - 1
@@ -295,17 +324,18 @@ class TokenStore:
         return int(self.ids.size)
 
 
-def _load_manifest(directory: Path) -> dict[str, Any]:
-    """Read and sanity-check ``manifest.json`` of a shard directory."""
+def _load_manifest(directory: Path) -> tuple[dict[str, Any], str]:
+    """Read and sanity-check ``manifest.json`` of a shard directory; return it and its bytes' sha256."""
     path = directory / MANIFEST_FILE
     if not path.is_file():
         raise ValueError(
-            f"{path}: missing; {directory} is not a complete token shard. Fix: re-run tokenization."
+            f"{path}: missing; {directory} is not a complete token shard. {retokenize_hint(directory)}"
         )
+    raw = path.read_bytes()
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}). Fix: re-run tokenization.") from err
+        manifest = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}). {retokenize_hint(directory)}") from err
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise ValueError(f"{path}: format is {found!r}, expected {FORMAT!r}")
@@ -318,24 +348,24 @@ def _load_manifest(directory: Path) -> dict[str, Any]:
         entry = manifest["files"].get(name)
         if not isinstance(entry, dict) or not {"sha256", "bytes"} <= set(entry):
             raise ValueError(f"{path}: no {{'sha256', 'bytes'}} entry for {name} under 'files'")
-    return manifest
+    return manifest, hashlib.sha256(raw).hexdigest()
 
 
 def _check_file(path: Path, entry: dict[str, Any], verify: bool) -> None:
     """Check existence and size of a shard file (and sha256 if ``verify``) against its manifest entry."""
     if not path.is_file():
-        raise ValueError(f"{path}: missing (listed in the manifest). Fix: re-run tokenization.")
+        raise ValueError(f"{path}: missing (listed in the manifest). {retokenize_hint(path.parent)}")
     size = path.stat().st_size
     if size != entry["bytes"]:
         raise ValueError(
-            f"{path}: size {size} bytes, manifest says {entry['bytes']}. Fix: re-run tokenization."
+            f"{path}: size {size} bytes, manifest says {entry['bytes']}. {retokenize_hint(path.parent)}"
         )
     if verify:
         digest = sha256_file(path)
         if digest != entry["sha256"]:
             raise ValueError(
                 f"{path}: sha256 {digest} does not match the manifest ({entry['sha256']}); the file is "
-                "corrupt. Fix: re-run tokenization."
+                f"corrupt. {retokenize_hint(path.parent)}"
             )
 
 
@@ -387,3 +417,80 @@ def concat_stores(stores: Sequence[TokenStore]) -> tuple[np.ndarray, np.ndarray]
     offsets = np.concatenate(pieces)
     assert offsets[-1] == ids.size
     return ids, offsets
+
+
+def _stream_checksum(path: Path, entry: dict[str, Any], tail_max_from: int | None) -> int:
+    """Recompute ``path``'s sha256 in 1 MiB chunks with plain reads and compare it with the manifest entry.
+
+    Returns the largest byte at file offsets ``>= tail_max_from`` (the uint8 ids after the ``.npy``
+    header; ``-1`` if none or ``tail_max_from`` is None), computed in the same pass.
+    """
+    digest = hashlib.sha256()
+    largest, at = -1, 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+            if tail_max_from is not None and at + len(chunk) > tail_max_from:
+                data = np.frombuffer(chunk, dtype=np.uint8)[max(0, tail_max_from - at) :]
+                largest = max(largest, int(data.max()))
+            at += len(chunk)
+    if digest.hexdigest() != entry["sha256"]:
+        raise ValueError(
+            f"{path}: sha256 {digest.hexdigest()} does not match the manifest ({entry['sha256']}); the file "
+            f"changed after tokenization. {retokenize_hint(path.parent)}"
+        )
+    return largest
+
+
+def verify_checksums(store: TokenStore) -> None:
+    """Recompute the sha256 of the store's ``ids.npy`` and ``offsets.npy`` (streamed, not memory-mapped)
+    and check the ids are inside the vocabulary; ``ValueError`` naming the file and the fix otherwise."""
+    files = store.manifest["files"]
+    ids_path = store.directory / IDS_FILE
+    header = files[IDS_FILE]["bytes"] - store.num_tokens  # uint8: one byte per token after the header
+    largest = _stream_checksum(ids_path, files[IDS_FILE], header)
+    _stream_checksum(store.directory / OFFSETS_FILE, files[OFFSETS_FILE], None)
+    if largest >= VOCAB_SIZE:
+        raise ValueError(
+            f"{ids_path}: token id {largest} is outside the {VOCAB_SIZE}-token vocabulary although the "
+            f"checksum matches its manifest; the shard was written by another tokenizer. "
+            f"{retokenize_hint(store.directory)}"
+        )
+
+
+def open_stores(dirs: Sequence[str | os.PathLike[str]], *, checksum: bool) -> list[TokenStore]:
+    """Open the token shards a training or evaluation job reads, in the given order, verified.
+
+    Always: each manifest is parsed and sizes, dtypes, shapes and offsets are checked against it
+    (:meth:`TokenStore.open`; reads the small ``offsets.npy`` only).  With ``checksum``: the sha256 of
+    ``ids.npy`` and ``offsets.npy`` is recomputed in 1 MiB chunks and the ids are checked against the
+    vocabulary (one sequential read per shard, about a second per GB; do it once per job).  A bad shard
+    raises ``ValueError`` naming the file and the Snakemake command that rebuilds it.
+    """
+    if not dirs:
+        raise ValueError("open_stores: no token shard directories given")
+    stores = []
+    for directory in dirs:
+        try:
+            store = TokenStore.open(directory)
+            if checksum:
+                verify_checksums(store)
+        except ValueError as err:
+            if RETOKENIZE in str(err):
+                raise
+            raise ValueError(f"{err} {retokenize_hint(directory)}") from err
+        stores.append(store)
+    return stores
+
+
+def store_identity(stores: Sequence[TokenStore]) -> dict[str, str]:
+    """Map each shard directory (as opened) to the sha256 of its ``manifest.json`` bytes.
+
+    The manifest lists the sha256 and size of ``ids.npy``/``offsets.npy``, so this identifies the token
+    inputs of a run; record it with the run's results.
+    """
+    identity: dict[str, str] = {}
+    for store in stores:
+        digest = store.manifest_sha256 or sha256_file(store.directory / MANIFEST_FILE)
+        identity[str(store.directory)] = digest
+    return identity
