@@ -155,6 +155,25 @@ def test_one_shapes_learning_rate_reruns_only_that_shape(study, tmp_path):
     assert trained == {(o, b, "b") for o in ("clm", "mlm") for b in ("3e8", "1e9")}
 
 
+def test_execution_settings_and_launcher_rerun_nothing(study, tmp_path):
+    """Device, kernels, micro-batching, parallelism, compile, logging, checkpoint cadence and the launcher
+    change how a run executes, not its numbers: a dry run plans nothing."""
+    execution = {
+        "device": "cpu", "attention": "varlen", "micro_batch_rows": 4, "parallel": "fsdp", "compile": True,
+        "activation_checkpointing": True, "log_every": 3, "checkpoint_every": 7, "prefetch_steps": 0,
+        "launcher": "torchrun --standalone --nproc_per_node={devices}", "fused_adamw": False,
+        "on_input_change": "restart", "peak_flops": 1.0e12,
+    }  # fmt: skip
+    jobs = _dry_run_with(study, tmp_path, lambda c: c["train"].update(execution))
+    assert jobs == []
+
+
+def test_precision_reruns_every_training_run(study, tmp_path):
+    jobs = _dry_run_with(study, tmp_path, lambda c: c["train"].update(precision="bf16"))
+    trained = {(w["objective"], w["budget"], w["shape"]) for rule, w in jobs if rule == "train"}
+    assert trained == {(o, b, s) for o in ("clm", "mlm") for b in ("3e8", "1e9") for s in "abc"}
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -190,6 +209,25 @@ def test_paper_config_dry_run_lists_the_full_grid(tmp_path):
     trained = {(w["objective"], w["budget"], w["shape"]) for rule, w in jobs if rule == "train"}
     assert trained == {(p.objective, p.budget, p.shape_name) for p in points}
     assert ("mlm", "1e21", "s7.2b") in trained
+    resources = _train_resources(proc.stdout)
+    # the paper's batch: 0.5M tokens per step below 1B parameters, 1M from 1B up
+    small, big = resources[("mlm", "1e18", "s10m")], resources[("mlm", "1e21", "s7.2b")]
+    assert (small["devices"], small["gpu"]) == (1, 1) and (big["devices"], big["gpu"]) == (8, 8)
+    assert big["mem_mb"] >= 256_000 and small["runtime"] >= 60 and big["runtime"] == 2880
+
+
+def _train_resources(output: str) -> dict[tuple[str, str, str], dict[str, int]]:
+    """Resources of every train job of a dry run, by (objective, budget, shape)."""
+    found = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        if block.strip().startswith("rule train:"):
+            w = dict(kv.split("=", 1) for kv in re.search(r"wildcards: (.*)", block).group(1).split(", "))
+            res = re.search(r"resources: (.*)", block).group(1)
+            values = dict(kv.split("=", 1) for kv in res.split(", "))
+            found[(w["objective"], w["budget"], w["shape"])] = {
+                k: int(values[k]) for k in ("devices", "gpu", "mem_mb", "runtime")
+            }
+    return found
 
 
 def _config_with_url_source(tmp_path: Path, checksum: str) -> Path:
