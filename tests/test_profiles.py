@@ -94,11 +94,27 @@ def test_paper_grid_dry_run_requests_accelerators_and_time_limits(paper_plan):
             continue
         assert int(float(res["runtime"])) >= 1, (rule, wildcards, res)
         assert int(res["mem_mb"]) >= 1000, (rule, wildcards, res)
-        if rule in GPU_RULES and name == "slurm":
-            assert res["slurm_partition"] == "gpu" and res["gpu"] == "1" and "cpus_per_gpu" in res, res
-        elif rule in GPU_RULES:  # Gaudi: a GRES request on the gaudi partition, no --gpus
-            assert res["slurm_partition"] == "gaudi" and res["gres"].split(":")[-1] == "1", res
-            assert res.get("gpu", "0") == "0", res
+        if rule in GPU_RULES:
+            # the accelerator partition; train asks per run size (gpu = processes), evaluate/probe for one
+            partition = "gpu" if name == "slurm" else "gaudi"
+            assert res["slurm_partition"] == partition and "cpus_per_gpu" in res, res
+            expect = res["devices"] if rule == "train" else "1"
+            assert res["gpu"] == expect and int(expect) >= 1, res
         else:
             assert res["slurm_partition"] == "cpu", (rule, res)
             assert "gres" not in res and res.get("gpu", "0") == "0", (rule, res)
+
+
+def test_paper_grid_gives_large_shapes_the_devices_and_memory_they_need(paper_plan):
+    _, jobs = paper_plan
+    train = {(w["objective"], w["budget"], w["shape"]): r for rule, w, r in jobs if rule == "train"}
+    small, large = train[("clm", "1e18", "s10m")], train[("mlm", "1e21", "s7.2b")]
+    assert (small["gpu"], small["devices"]) == ("1", "1") and (large["gpu"], large["devices"]) == ("8", "8")
+    assert int(large["mem_mb"]) > int(small["mem_mb"])
+    assert int(large["runtime"]) > int(small["runtime"])  # estimated from each run's FLOPs
+
+
+@pytest.mark.parametrize(("name", "device"), [("slurm", "cuda"), ("gaudi", "hpu")])
+def test_profiles_ask_the_trainer_for_their_accelerator(name, device):
+    """A job on an accelerator partition never trains on the host CPU: the profile sets train.device."""
+    assert load(name)["config"] == [f"train={{device: {device}}}"]
