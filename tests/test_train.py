@@ -158,3 +158,19 @@ def test_compile_trains_like_eager_and_reports_its_warmup_apart(tmp_path, shards
     np.testing.assert_allclose(a["train_loss"].to_numpy(), b["train_loss"].to_numpy(), rtol=0, atol=1e-4)
     assert any("compile=True" in line for line in logs)
     assert done["warmup_seconds"] > 0 and done["tokens_per_second"] > 0
+
+
+def test_summary_prints_one_throughput_line_per_run():
+    from plmscale.cli import format_summary
+
+    info = {"n_runs": 2, "training_seconds": 3.0, "exponents": {},
+            "best_run": {"val_loss": 2.5, "n_params": 1000, "num_tokens": 5000},
+            "throughput": [
+                {"run": "results/runs/mlm/1e9/a", "n_params": 1000, "tokens_per_second": 2000.4, "mfu": 0.125,
+                 "wall_seconds": 1.25},
+                {"run": "results/runs/mlm/1e9/b", "n_params": 3000, "tokens_per_second": 999.0, "mfu": None,
+                 "wall_seconds": 1.75},
+            ]}  # fmt: skip
+    lines = format_summary({"mlm": info}).splitlines()
+    assert "  run results/runs/mlm/1e9/a: N=1,000, 2,000 tokens/s, MFU 12.5%, 1.2 s" in lines
+    assert "  run results/runs/mlm/1e9/b: N=3,000, 999 tokens/s, MFU n/a, 1.8 s" in lines

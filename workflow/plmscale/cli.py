@@ -39,6 +39,12 @@ def format_summary(summary: dict) -> str:
                 )
             else:
                 lines.append(f"  {method}: not fitted: {fit.get('skipped')}")
+        for run in info.get("throughput", []):
+            mfu = "n/a" if run.get("mfu") is None else f"{100 * run['mfu']:.1f}%"
+            lines.append(
+                f"  run {run['run']}: N={run['n_params']:,}, {run['tokens_per_second']:,.0f} tokens/s, "
+                f"MFU {mfu}, {run['wall_seconds']:.1f} s"
+            )
     return "\n".join(lines)
 
 

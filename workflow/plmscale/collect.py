@@ -29,10 +29,11 @@ def run_table(eval_jsons: list[str | Path], done_jsons: list[str | Path]) -> pl.
                 "epochs": float(done["epochs"]),
                 "val_loss": float(ev["val_loss"]),
                 "tokens_per_second": float(done["tokens_per_second"]),
+                "mfu": done.get("mfu"),  # None where the device has no known or measured peak
                 "wall_seconds": float(done["wall_seconds"]),
             }
         )
-    return pl.DataFrame(rows).sort(["flops_budget", "n_params"])
+    return pl.DataFrame(rows, schema_overrides={"mfu": pl.Float64}).sort(["flops_budget", "n_params"])
 
 
 def curve_table(metrics_paths: list[str | Path], done_jsons: list[str | Path]) -> pl.DataFrame:

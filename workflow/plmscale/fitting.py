@@ -135,6 +135,10 @@ def write_summary(fit_jsons: list[str], run_tables: list[str], output: str) -> d
             "training_seconds": round(float(runs["wall_seconds"].sum()), 1),
             "best_run": {k: best[k] for k in ("run", "n_params", "num_tokens", "flops", "val_loss")},
             "exponents": exponents(result),
+            "throughput": [
+                {k: row[k] for k in ("run", "n_params", "tokens_per_second", "mfu", "wall_seconds")}
+                for row in runs.iter_rows(named=True)
+            ],
         }
     write_json_atomic(output, summary)
     print(json.dumps(summary, indent=2))
