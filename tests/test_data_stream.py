@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from plmscale.atomic import sha256_file
-from plmscale.data import PackedStream, Rows, make_documents, store_documents
+from plmscale.data import PackedStream, Rows, _mapping, make_documents, store_documents
 from plmscale.loader import Prefetcher, step_rows
 from plmscale.model import POSITION_OFFSET
 from plmscale.tokens import (
@@ -184,6 +184,15 @@ def test_make_documents_on_a_flat_array_still_matches(stores: list[TokenStore]) 
     assert_rows_equal(stream.rows(5, 40), expected)
 
 
+def test_release_pages_changes_nothing_but_the_mapping(stores: list[TokenStore]) -> None:
+    kept = PackedStream.from_stores(stores, 16, seed=4, release_pages=False)
+    released = PackedStream.from_stores(stores, 16, seed=4)
+    assert released.release_pages and not kept.release_pages
+    n = 2 * kept.rows_per_epoch
+    assert_rows_equal(released.rows(0, n), kept.rows(0, n))
+    assert all(_mapping(store.ids) is not None for store in stores)  # what gets released is the map
+
+
 def test_rows_from_tokenized_fasta_equal_old_rows(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     letters = list("ACDEFGHIKLMNPQRSTVWYXBUZO")
@@ -204,11 +213,12 @@ def test_rows_from_tokenized_fasta_equal_old_rows(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------- prefetch
 
 
-def test_prefetcher_equals_inline_and_resumes(stores: list[TokenStore]) -> None:
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_prefetcher_equals_inline_and_resumes(stores: list[TokenStore], depth: int) -> None:
     stream = PackedStream.from_stores(stores, 16, seed=1)
     inline = step_rows(PackedStream.from_stores(stores, 16, seed=1), 4)
     for start in (0, 5):
-        with Prefetcher(step_rows(stream, 4), start, 12, depth=3) as ahead:
+        with Prefetcher(step_rows(stream, 4), start, 12, depth=depth) as ahead:
             seen = []
             for step, rows in ahead:
                 assert_rows_equal(rows, inline(step))
@@ -234,18 +244,19 @@ def test_prefetcher_is_bounded_and_stops_on_break() -> None:
     assert max(built) <= 5 + 2 + 1  # depth waiting in the queue + the one being built
 
 
-def test_prefetcher_reraises_worker_error_naming_the_step() -> None:
+@pytest.mark.parametrize("depth", [0, 2])
+def test_prefetcher_reraises_worker_error_naming_the_step(depth: int) -> None:
     def build(step: int) -> int:
         if step == 4:
             raise ValueError("bad shard")
         return step
 
     got = []
-    with pytest.raises(ValueError, match="bad shard") as info, Prefetcher(build, 2, 8) as ahead:
+    with pytest.raises(ValueError, match="bad shard") as info, Prefetcher(build, 2, 8, depth=depth) as ahead:
         for _, value in ahead:
             got.append(value)
     assert got == [2, 3]
-    assert any("step 4" in note for note in info.value.__notes__)
+    assert any("step index 4" in note for note in info.value.__notes__)
     assert threading.active_count() == 1 or all(t.name != "prefetch[2:8]" for t in threading.enumerate())
 
 
@@ -279,17 +290,33 @@ def test_store_identity_is_the_manifest_sha256(stores: list[TokenStore]) -> None
         assert identity[str(store.directory)] == hashlib.sha256(raw).hexdigest()
 
 
-def _with_out_of_vocab_id(tmp_path: Path) -> tuple[Path, int, int]:
-    """A shard whose manifest matches its bytes but whose sequence 6 holds id 40 at position 3."""
-    lengths = np.full(12, 10)
-    shard = write_store(tmp_path / "oov", lengths, seed=0)
+def _rewrite_ids(shard: Path, position: int, value: int) -> None:
+    """Set one token id and update the manifest's sha256, as if the tokenizer had written it."""
     ids = np.load(shard / "ids.npy")
-    ids[6 * 10 + 3] = 40
+    ids[position] = value
     np.save(shard / "ids.npy", ids)
     manifest = json.loads((shard / "manifest.json").read_text())
     manifest["files"]["ids.npy"]["sha256"] = sha256_file(shard / "ids.npy")
     (shard / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _with_out_of_vocab_id(tmp_path: Path) -> tuple[Path, int, int]:
+    """A shard whose manifest matches its bytes but whose sequence 6 holds id 40 at position 3."""
+    shard = write_store(tmp_path / "oov", np.full(12, 10), seed=0)
+    _rewrite_ids(shard, 6 * 10 + 3, 40)
     return shard, 6, 3
+
+
+@pytest.mark.parametrize(("seq", "end"), [(0, "cls"), (3494, "eos"), (3495, "cls"), (4999, "eos")])
+def test_verify_streams_and_names_an_unframed_sequence(tmp_path: Path, seq: int, end: str) -> None:
+    shard = write_store(tmp_path / "f", np.full(5000, 300), seed=0)  # 1.5 MB: two 1 MiB read chunks
+    _rewrite_ids(shard, seq * 300 + (0 if end == "cls" else 299), 5)
+    pattern = rf"f/ids\.npy: sequence {seq} does not start with <cls> / end with <eos>.*forcerun"
+    with pytest.raises(ValueError, match=pattern):
+        TokenStore.open(shard, verify=True)
+    with pytest.raises(ValueError, match=pattern):
+        open_stores([shard], checksum=True)
+    open_stores([shard], checksum=False)
 
 
 def test_out_of_vocab_id_is_named_at_open_and_per_batch(tmp_path: Path) -> None:
@@ -329,31 +356,46 @@ print(json.dumps({"peak_mb": peak_kb / 1024, "sum": checksum}))
 """
 
 
-def _peak_mb(mode: str, shard: Path) -> tuple[float, int]:
-    """Peak RSS (MB) and a checksum of a fresh process that opens ``shard`` and builds 50 batches.
+def _peak_mb(runs: list[tuple[str, Path]]) -> list[tuple[float, int]]:
+    """Peak RSS (MB) and a token checksum of one fresh process per (mode, shard) that opens the shard
+    (``checksum=True``) and builds 50 batches of 4 rows of 1024 tokens through the prefetcher.
 
-    The peak is the process's ``VmHWM`` (its address space's high-water RSS): ``ru_maxrss`` of a child
-    started from this large pytest process would report at least pytest's own RSS, because Linux carries
-    the pre-exec address space's high-water mark into the child's ``ru_maxrss`` at ``execve``."""
-    argv = [sys.executable, "-c", _MEASURE, mode, str(shard), "1024", "4", "50"]
-    result = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
-    return result["peak_mb"], result["sum"]
+    The processes run concurrently (each measures only itself).  The peak is the process's ``VmHWM``
+    (its address space's high-water RSS): ``ru_maxrss`` of a child started from this large pytest
+    process would report at least pytest's own RSS, because Linux carries the pre-exec address space's
+    high-water mark into the child's ``ru_maxrss`` at ``execve``."""
+    argv = [sys.executable, "-c", _MEASURE]
+    procs = [subprocess.Popen([*argv, mode, str(shard), "1024", "4", "50"], stdout=subprocess.PIPE, text=True)
+             for mode, shard in runs]  # fmt: skip
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate()
+        assert proc.returncode == 0
+        results.append((json.loads(out)["peak_mb"], json.loads(out)["sum"]))
+    return results
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc/self/status")
 def test_peak_memory_does_not_grow_with_the_store(tmp_path: Path) -> None:
-    """30 M vs 300 M tokens (1 byte each), sequences of 800-1024 tokens (one document each at context
-    1024).  In place, the large store adds only its per-document index (about 330k documents x a few
-    int64 arrays, < 20 MB) and the pages of the 200 rows read (< 1 MB of tokens, mapped with the kernel's
-    fault-around of at most 64 KiB per touched document: < 15 MB); 48 MB bounds both.  Concatenating copies
-    the ids, so its peak grows by at least the 270 MB difference (checked, so this test can fail)."""
+    """Peak RSS over a 30 M-token store vs a 300 M-token one (1 byte per token; sequences of 800-1024
+    tokens, so one document each at context 1024).
+
+    In place, the 10x store adds only its per-document index and epoch layout (330k documents x a few
+    int64 arrays: starts, lengths, order, ends and their temporaries, about 25 MB at the peak; measured
+    +24 MB).  The tokens read stay small: 200 rows touch about 250 documents, and although a kernel that
+    caches files in 2 MiB folios maps 2 MiB per touched document, the stream unmaps them after each block
+    (``release_pages``), so at most one block's worth (4 rows: < 20 MB) is mapped at a time, for either
+    store.  48 MB bounds the index plus that.  Concatenating copies the ids, so its peak must grow by at
+    least the 270 MB difference (checked, so this test can fail)."""
     rng = np.random.default_rng(0)
     small = write_store(tmp_path / "small", rng.integers(800, 1025, size=33_000), seed=1)
     large = write_store(tmp_path / "large", rng.integers(800, 1025, size=330_000), seed=2)
     extra_mb = ((large / "ids.npy").stat().st_size - (small / "ids.npy").stat().st_size) / 2**20
     assert extra_mb > 250
-    (small_peak, small_sum), (large_peak, large_sum) = _peak_mb("inplace", small), _peak_mb("inplace", large)
-    (concat_small, concat_sum), (concat_large, _) = _peak_mb("concat", small), _peak_mb("concat", large)
+    runs = [("inplace", small), ("inplace", large), ("concat", small), ("concat", large)]
+    (small_peak, small_sum), (large_peak, large_sum), (concat_small, concat_sum), (concat_large, _) = (
+        _peak_mb(runs)
+    )
     print(
         f"in place {small_peak:.0f} -> {large_peak:.0f} MB, concat {concat_small:.0f} -> {concat_large:.0f}"
     )

@@ -1,9 +1,7 @@
-"""Packing, masks, targets, the LR schedule and a real (tiny) training run with HF reload."""
+"""Packing, masks, targets and the LR schedule (the trainer itself: tests/test_train.py)."""
 
-import json
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 from plmscale.data import (
@@ -17,9 +15,8 @@ from plmscale.data import (
 )
 from plmscale.flops import ModelShape
 from plmscale.model import POSITION_OFFSET, build_model
-from plmscale.tokens import CLS_ID, EOS_ID, MASK_ID, encode, tokenize_shard
-from plmscale.train import TrainSettings, eval_steps, learning_rate, train_run
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+from plmscale.tokens import CLS_ID, EOS_ID, MASK_ID, encode
+from plmscale.train import eval_steps, learning_rate
 
 
 def test_documents_window_long_sequences():
@@ -104,58 +101,3 @@ def test_learning_rate_schedule_hand_worked():
 def test_eval_steps_are_log_spaced_and_end_at_the_last_step():
     assert eval_steps(100, 3) == [0, 9, 99]
     assert eval_steps(5, 1) == [4]
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    base = tmp_path_factory.mktemp("tokens")
-    rng = np.random.default_rng(1)
-    motif = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
-    train = [motif[: rng.integers(10, 33)] for _ in range(400)]
-    valid = [motif[: rng.integers(10, 33)] for _ in range(40)]
-    for name, seqs in (("train", train), ("valid", valid)):
-        fasta = base / f"{name}.fasta"
-        fasta.write_text("".join(f">{name}{i}\n{s}\n" for i, s in enumerate(seqs)))
-        tokenize_shard(fasta, base / name, shard_index=0, num_shards=1)
-    return base / "train", base / "valid"
-
-
-def _settings(objective, **overrides):
-    values = dict(
-        objective=objective, shape=ModelShape(1, 32, 2), flops_budget=3e9, context=32, batch_rows=8,
-        peak_lr=5e-3, warmup_fraction=0.1, min_lr_ratio=0.1, weight_decay=0.1, beta1=0.9, beta2=0.95,
-        grad_clip=1.0, mask_ratio=0.15, seed=0, eval_points=4, eval_max_tokens=1024, eval_seed=3,
-    )  # fmt: skip
-    values.update(overrides)
-    return TrainSettings(**values)
-
-
-@pytest.mark.parametrize(
-    ("objective", "auto"), [("clm", AutoModelForCausalLM), ("mlm", AutoModelForMaskedLM)]
-)
-def test_training_run_learns_and_saves_a_loadable_hf_model(tmp_path, shards, objective, auto):
-    settings = _settings(objective)
-    out = tmp_path / "run"
-    done = train_run(settings, [shards[0]], [shards[1]], model_dir=out / "model",
-                     metrics_path=tmp_path / "metrics.parquet", done_path=tmp_path / "done.json")  # fmt: skip
-    # D = 3e9 / (6 * 13985) = 35,753.5 tokens; / 256 tokens per step = 139.7 -> 140 steps
-    assert done["num_steps"] == settings.num_steps == 140
-    metrics = pl.read_parquet(tmp_path / "metrics.parquet")
-    assert metrics.height == done["num_steps"]
-    val = metrics["val_loss"].drop_nulls()
-    assert val.len() == len(eval_steps(done["num_steps"], 4))
-    assert val[-1] < val[0] - 0.5  # a repeated motif is learnable: loss must fall well below the start
-    assert json.loads((tmp_path / "done.json").read_text())["final_val_loss"] == val[-1]
-    reloaded = auto.from_pretrained(out / "model")
-    assert type(reloaded).__name__.endswith("ForCausalLM" if objective == "clm" else "ForMaskedLM")
-    assert (out / "model" / "vocab.txt").is_file()
-
-
-def test_training_is_deterministic(tmp_path, shards):
-    runs = []
-    for k in range(2):
-        settings = _settings("mlm", flops_budget=5e8)
-        train_run(settings, [shards[0]], [shards[1]], model_dir=tmp_path / f"m{k}",
-                  metrics_path=tmp_path / f"{k}.parquet", done_path=tmp_path / f"{k}.json")  # fmt: skip
-        runs.append(pl.read_parquet(tmp_path / f"{k}.parquet")["train_loss"].to_list())
-    assert runs[0] == runs[1]

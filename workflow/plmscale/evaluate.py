@@ -18,9 +18,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 from plmscale.atomic import write_json_atomic
-from plmscale.data import PackedStream, make_documents
+from plmscale.data import PackedStream
 from plmscale.devices import check_precision, describe_device, resolve_device
-from plmscale.tokens import TokenStore, concat_stores
+from plmscale.tokens import open_stores, store_identity
 from plmscale.train import validation_loss
 
 
@@ -50,8 +50,8 @@ def evaluate_run(
     dev = resolve_device(device)  # before any work: a missing GPU/Gaudi fails here
     check_precision(dev, precision)
     model = load_model(model_dir, objective).to(dev)
-    ids, offsets = concat_stores([TokenStore.open(Path(d)) for d in valid_dirs])
-    stream = PackedStream(make_documents(ids, offsets, context), context, seed, drop_last=False)
+    stores = open_stores(valid_dirs, checksum=True)  # contents verified once per job, in place
+    stream = PackedStream.from_stores(stores, context, seed, drop_last=False)
     loss, n_scored = validation_loss(
         model, objective, stream, max_tokens=max_tokens, batch_rows=batch_rows, mask_ratio=mask_ratio,
         eval_seed=seed, precision=precision,
@@ -68,6 +68,7 @@ def evaluate_run(
         "shape": done["settings"]["shape"],
         "eval_precision": precision,
         "eval_device": describe_device(dev),
+        "valid_tokens": store_identity(stores),  # manifest sha256 of each shard scored
     }
     write_json_atomic(output, result)
     print(json.dumps(result))

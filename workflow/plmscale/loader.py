@@ -7,9 +7,10 @@ of the step (as :meth:`plmscale.data.PackedStream.rows` and a per-step seeded rn
 exactly those of building inline, and a resumed run simply starts at its resume step.  The gathers are
 numpy calls that release the GIL, so a thread overlaps with the model's step.
 
-An exception in ``build`` is re-raised in the caller when it asks for that step, as the same exception
-with a note naming the step; leaving the ``with`` block (normally, by ``break`` or by an exception) stops
-and joins the worker.
+``depth=0`` builds each step in the caller when asked (same results, no thread).  An exception in
+``build`` is re-raised in the caller when it asks for that step: the same exception (type, message and
+traceback) with a note naming the step.  Leaving the ``with`` block (normally, by ``break`` or by an
+exception) stops and joins the worker.
 """
 
 from __future__ import annotations
@@ -55,12 +56,13 @@ class Prefetcher(Generic[T]):
     """
 
     def __init__(self, build: Callable[[int], T], start: int, stop: int, *, depth: int = 2) -> None:
-        if depth < 1:
-            raise ValueError(f"Prefetcher: depth={depth} must be at least 1")
+        if depth < 0:
+            raise ValueError(f"Prefetcher: depth={depth} must be >= 0 (0 builds each step when asked)")
         if start < 0 or stop < start:
             raise ValueError(f"Prefetcher: need 0 <= start <= stop, got start={start}, stop={stop}")
         self._build, self.start, self.stop = build, start, stop
-        self._queue: queue.Queue[tuple[int, T] | _Failed] = queue.Queue(maxsize=depth)
+        self.depth = depth
+        self._queue: queue.Queue[tuple[int, T] | _Failed] = queue.Queue(maxsize=max(1, depth))
         self._halt = threading.Event()
         self._next = start
         self._thread = threading.Thread(target=self._work, name=f"prefetch[{start}:{stop}]", daemon=True)
@@ -91,7 +93,8 @@ class Prefetcher(Generic[T]):
     def __enter__(self) -> Prefetcher[T]:
         if not self._started:
             self._started = True
-            self._thread.start()
+            if self.depth > 0:
+                self._thread.start()
         return self
 
     def __exit__(
@@ -102,7 +105,7 @@ class Prefetcher(Generic[T]):
     def close(self) -> None:
         """Stop the worker (it finishes the step it is building) and wait for it."""
         self._halt.set()
-        if self._started:
+        if self._thread.is_alive():
             self._thread.join()
         while not self._queue.empty():  # drop built steps nobody will take
             self._queue.get_nowait()
@@ -115,13 +118,19 @@ class Prefetcher(Generic[T]):
             raise ValueError(
                 f"Prefetcher.get({step}): the next step is {self._next} (range ends at {self.stop})"
             )
-        got = self._queue.get()
+        got = self._queue.get() if self.depth > 0 else self._inline(step)
         if isinstance(got, _Failed):
             self.close()
-            got.error.add_note(f"(raised while building the data of step {got.step} in the prefetch thread)")
+            got.error.add_note(f"(raised by the prefetcher while building the data of step index {got.step})")
             raise got.error
         self._next += 1
         return got[1]
+
+    def _inline(self, step: int) -> tuple[int, T] | _Failed:
+        try:
+            return step, self._build(step)
+        except Exception as error:
+            return _Failed(step, error)
 
     def __iter__(self) -> Iterator[tuple[int, T]]:
         for step in range(self._next, self.stop):

@@ -11,8 +11,6 @@ the host before the forward (MLM masks are drawn for all rows, then each rank ta
 from __future__ import annotations
 
 import math
-import queue
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +21,7 @@ import torch.nn.functional as F
 from plmscale import attention, devices
 from plmscale.data import IGNORE_INDEX, Batch, PackedStream, Rows, make_batch
 from plmscale.distributed import DistInfo, all_reduce_sum, maybe_no_sync
+from plmscale.loader import Prefetcher
 
 if TYPE_CHECKING:
     from plmscale.settings import TrainSettings
@@ -87,59 +86,28 @@ def build_step(
 
 
 class StepBatches:
-    """Builds the inputs of steps ``start, start + 1, ...`` ahead in a background thread (``prefetch``
-    steps at most; 0 builds each step when asked).  Deterministic: a step's input does not depend on when
-    it is built.  An error in the worker is re-raised by :meth:`get` naming the step."""
+    """The inputs of steps ``start, start + 1, ...``, built ``prefetch`` steps ahead in a background thread
+    (0: built when asked) by :class:`plmscale.loader.Prefetcher`; deterministic, and an error in the worker
+    is re-raised by :meth:`get` as itself, with a note naming the step."""
 
     def __init__(
         self, stream: PackedStream, run: TrainSettings, info: DistInfo, micro_rows: int,
         device: torch.device, prefetch: int, start: int,
     ) -> None:  # fmt: skip
-        self._build = lambda step: build_step(stream, run, info, micro_rows, step)
-        self.device, self.prefetch, self.next_step = device, prefetch, start
-        self.total = run.num_steps
-        self._queue: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=max(1, prefetch))
-        self._closed = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.device = device
+        self._ahead = Prefetcher(
+            lambda step: build_step(stream, run, info, micro_rows, step), start, run.num_steps, depth=prefetch
+        )
 
     def __enter__(self) -> StepBatches:
-        if self.prefetch > 0:
-            self._thread = threading.Thread(target=self._work, name="plmscale-batches", daemon=True)
-            self._thread.start()
+        self._ahead.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._closed.set()
-        if self._thread is not None:
-            while self._thread.is_alive():
-                try:
-                    self._queue.get_nowait()
-                except queue.Empty:
-                    self._thread.join(timeout=0.05)
-
-    def _work(self) -> None:
-        for step in range(self.next_step, self.total):
-            try:
-                item: Any = self._build(step)
-            except BaseException as err:  # handed to the consumer, which raises it
-                item = err
-            while not self._closed.is_set():
-                try:
-                    self._queue.put((step, item), timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if self._closed.is_set() or isinstance(item, BaseException):
-                return
+        self._ahead.close()
 
     def get(self, step: int) -> StepInput:
-        if self._thread is None:
-            return self._moved(self._build(step))
-        got, item = self._queue.get()
-        assert got == step, (got, step)  # steps are consumed in order
-        if isinstance(item, BaseException):
-            raise RuntimeError(f"building the batch of step {step + 1} failed: {item}") from item
-        return self._moved(item)
+        return self._moved(self._ahead.get(step))
 
     def _moved(self, item: StepInput) -> StepInput:
         return StepInput(tuple(to_device(b, self.device) for b in item.micro_batches), item.global_scored)

@@ -15,9 +15,10 @@ Each file is written atomically and the manifest last (an existing manifest is r
 directory without ``manifest.json`` is incomplete and :meth:`TokenStore.open` refuses it.
 
 Training and evaluation open shards with :func:`open_stores`: sizes, dtypes, shapes and offsets are always
-checked against the manifest, and with ``checksum=True`` the sha256 of both files is recomputed by reading
-them in 1 MiB chunks (no memory map, so the check does not grow the process's resident memory).
-:func:`store_identity` gives the sha256 of each opened manifest, the identity of a run's inputs.
+checked against the manifest, and with ``checksum=True`` :func:`verify_store` recomputes the sha256 of
+both files and checks ids and ``<cls>``/``<eos>`` framing in one pass of 1 MiB plain reads (no memory
+map, so the check does not grow the process's resident memory).  :func:`store_identity` gives the sha256
+of each opened manifest, the identity of a run's inputs.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ __all__ = [
     "retokenize_hint",
     "store_identity",
     "tokenize_shard",
-    "verify_checksums",
+    "verify_store",
     "write_vocab",
 ]
 
@@ -287,20 +288,23 @@ class TokenStore:
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], verify: bool = False) -> TokenStore:
-        """Open ``directory``, checking it against its manifest (and file sha256 when ``verify``).
+        """Open ``directory``, checking it against its manifest (and its contents when ``verify``).
 
-        Raises ``ValueError`` naming the offending file on any mismatch.
+        Always: manifest keys and vocabulary, file sizes, dtypes and shapes, and the offsets.  With
+        ``verify``: :func:`verify_store` (sha256 of both files, specials and vocabulary, in one streamed
+        pass).  Raises ``ValueError`` naming the offending file on any mismatch.
         """
         directory = Path(directory)
         manifest, manifest_sha256 = _load_manifest(directory)
         for name in (IDS_FILE, OFFSETS_FILE):
-            _check_file(directory / name, manifest["files"][name], verify)
+            _check_file(directory / name, manifest["files"][name])
         ids = _load_array(directory / IDS_FILE, np.uint8, (manifest["num_tokens"],))
         offsets = _load_array(directory / OFFSETS_FILE, np.int64, (manifest["num_sequences"] + 1,))
         _check_offsets(directory / OFFSETS_FILE, offsets, manifest)
+        store = cls(directory, manifest, ids, offsets, manifest_sha256)
         if verify:
-            _check_specials(directory / IDS_FILE, ids, offsets)
-        return cls(directory, manifest, ids, offsets, manifest_sha256)
+            verify_store(store)
+        return store
 
     def __len__(self) -> int:
         return int(self.offsets.size) - 1
@@ -351,8 +355,8 @@ def _load_manifest(directory: Path) -> tuple[dict[str, Any], str]:
     return manifest, hashlib.sha256(raw).hexdigest()
 
 
-def _check_file(path: Path, entry: dict[str, Any], verify: bool) -> None:
-    """Check existence and size of a shard file (and sha256 if ``verify``) against its manifest entry."""
+def _check_file(path: Path, entry: dict[str, Any]) -> None:
+    """Check existence and size of a shard file against its manifest entry."""
     if not path.is_file():
         raise ValueError(f"{path}: missing (listed in the manifest). {retokenize_hint(path.parent)}")
     size = path.stat().st_size
@@ -360,13 +364,6 @@ def _check_file(path: Path, entry: dict[str, Any], verify: bool) -> None:
         raise ValueError(
             f"{path}: size {size} bytes, manifest says {entry['bytes']}. {retokenize_hint(path.parent)}"
         )
-    if verify:
-        digest = sha256_file(path)
-        if digest != entry["sha256"]:
-            raise ValueError(
-                f"{path}: sha256 {digest} does not match the manifest ({entry['sha256']}); the file is "
-                f"corrupt. {retokenize_hint(path.parent)}"
-            )
 
 
 def _load_array(path: Path, dtype: type[np.generic], shape: tuple[int, ...]) -> np.ndarray:
@@ -396,14 +393,6 @@ def _check_offsets(path: Path, offsets: np.ndarray, manifest: dict[str, Any]) ->
         raise ValueError(f"{path}: manifest num_residues does not equal num_tokens - 2 * num_sequences")
 
 
-def _check_specials(path: Path, ids: np.ndarray, offsets: np.ndarray) -> None:
-    """Check each sequence starts with ``<cls>`` and ends with ``<eos>`` and all ids are in the vocab."""
-    if (ids[offsets[:-1]] != CLS_ID).any() or (ids[offsets[1:] - 1] != EOS_ID).any():
-        raise ValueError(f"{path}: a sequence does not start with <cls> / end with <eos>")
-    if ids.size and int(ids.max()) >= VOCAB_SIZE:
-        raise ValueError(f"{path}: token id {int(ids.max())} is outside the {VOCAB_SIZE}-token vocabulary")
-
-
 def concat_stores(stores: Sequence[TokenStore]) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate shards into one in-memory (uint8 ids, int64 offsets) pair, in the given order."""
     if not stores:
@@ -419,41 +408,65 @@ def concat_stores(stores: Sequence[TokenStore]) -> tuple[np.ndarray, np.ndarray]
     return ids, offsets
 
 
-def _stream_checksum(path: Path, entry: dict[str, Any], tail_max_from: int | None) -> int:
-    """Recompute ``path``'s sha256 in 1 MiB chunks with plain reads and compare it with the manifest entry.
+def _check_sha256(path: Path, digest: str, entry: dict[str, Any]) -> None:
+    """Compare a recomputed sha256 with the manifest entry; ``ValueError`` naming the file and fix."""
+    if digest != entry["sha256"]:
+        raise ValueError(
+            f"{path}: sha256 {digest} does not match the manifest ({entry['sha256']}); the file changed "
+            f"after tokenization. {retokenize_hint(path.parent)}"
+        )
 
-    Returns the largest byte at file offsets ``>= tail_max_from`` (the uint8 ids after the ``.npy``
-    header; ``-1`` if none or ``tail_max_from`` is None), computed in the same pass.
-    """
-    digest = hashlib.sha256()
-    largest, at = -1, 0
-    with open(path, "rb") as handle:
+
+def _first_bad_special(data: np.ndarray, at: int, where: np.ndarray, want: int) -> int:
+    """Index into ``where`` of the first file position in this chunk (``data`` read from file offset
+    ``at``) whose byte is not ``want``; -1 if none."""
+    lo, hi = np.searchsorted(where, [at, at + data.size])
+    wrong = np.flatnonzero(data[where[lo:hi] - at] != want)
+    return int(lo + wrong[0]) if wrong.size else -1
+
+
+def _scan_ids(store: TokenStore) -> tuple[str, int, int]:
+    """One sequential pass over ``ids.npy`` in 1 MiB chunks with plain reads (no memory map, so the
+    process's resident memory does not grow): return (sha256 of the file, largest id, first sequence
+    not framed by ``<cls>``/``<eos>`` or -1)."""
+    header = store.manifest["files"][IDS_FILE]["bytes"] - store.num_tokens  # uint8: 1 byte per token
+    offsets = np.asarray(store.offsets, dtype=np.int64)
+    framing = ((offsets[:-1] + header, CLS_ID), (offsets[1:] - 1 + header, EOS_ID))
+    digest, largest, bad_seq, at = hashlib.sha256(), -1, -1, 0
+    with open(store.directory / IDS_FILE, "rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
-            if tail_max_from is not None and at + len(chunk) > tail_max_from:
-                data = np.frombuffer(chunk, dtype=np.uint8)[max(0, tail_max_from - at) :]
-                largest = max(largest, int(data.max()))
-            at += len(chunk)
-    if digest.hexdigest() != entry["sha256"]:
-        raise ValueError(
-            f"{path}: sha256 {digest.hexdigest()} does not match the manifest ({entry['sha256']}); the file "
-            f"changed after tokenization. {retokenize_hint(path.parent)}"
-        )
-    return largest
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            if at + data.size > header:
+                largest = max(largest, int(data[max(0, header - at) :].max()))
+                for where, want in framing:
+                    bad = _first_bad_special(data, at, where, want)
+                    if bad >= 0 and (bad_seq < 0 or bad < bad_seq):
+                        bad_seq = bad
+            at += data.size
+    return digest.hexdigest(), largest, bad_seq
 
 
-def verify_checksums(store: TokenStore) -> None:
-    """Recompute the sha256 of the store's ``ids.npy`` and ``offsets.npy`` (streamed, not memory-mapped)
-    and check the ids are inside the vocabulary; ``ValueError`` naming the file and the fix otherwise."""
-    files = store.manifest["files"]
-    ids_path = store.directory / IDS_FILE
-    header = files[IDS_FILE]["bytes"] - store.num_tokens  # uint8: one byte per token after the header
-    largest = _stream_checksum(ids_path, files[IDS_FILE], header)
-    _stream_checksum(store.directory / OFFSETS_FILE, files[OFFSETS_FILE], None)
+def verify_store(store: TokenStore) -> None:
+    """Verify a shard's contents against its manifest, streamed (cheap enough once per job: one read).
+
+    The sha256 of ``ids.npy`` and ``offsets.npy``, every id inside the vocabulary and every sequence
+    ``<cls> ... <eos>``.  Raises ``ValueError`` naming the file (and sequence) and the fix.
+    """
+    files, ids_path = store.manifest["files"], store.directory / IDS_FILE
+    digest, largest, bad_seq = _scan_ids(store)
+    _check_sha256(ids_path, digest, files[IDS_FILE])
+    offsets_path = store.directory / OFFSETS_FILE
+    _check_sha256(offsets_path, sha256_file(offsets_path), files[OFFSETS_FILE])
     if largest >= VOCAB_SIZE:
         raise ValueError(
             f"{ids_path}: token id {largest} is outside the {VOCAB_SIZE}-token vocabulary although the "
             f"checksum matches its manifest; the shard was written by another tokenizer. "
+            f"{retokenize_hint(store.directory)}"
+        )
+    if bad_seq >= 0:
+        raise ValueError(
+            f"{ids_path}: sequence {bad_seq} does not start with <cls> / end with <eos>. "
             f"{retokenize_hint(store.directory)}"
         )
 
@@ -462,10 +475,10 @@ def open_stores(dirs: Sequence[str | os.PathLike[str]], *, checksum: bool) -> li
     """Open the token shards a training or evaluation job reads, in the given order, verified.
 
     Always: each manifest is parsed and sizes, dtypes, shapes and offsets are checked against it
-    (:meth:`TokenStore.open`; reads the small ``offsets.npy`` only).  With ``checksum``: the sha256 of
-    ``ids.npy`` and ``offsets.npy`` is recomputed in 1 MiB chunks and the ids are checked against the
-    vocabulary (one sequential read per shard, about a second per GB; do it once per job).  A bad shard
-    raises ``ValueError`` naming the file and the Snakemake command that rebuilds it.
+    (:meth:`TokenStore.open`; reads the small ``offsets.npy`` only).  With ``checksum``: :func:`verify_store`
+    (sha256 of ``ids.npy`` and ``offsets.npy``, ids in the vocabulary, ``<cls>``/``<eos>`` framing; one
+    sequential read per shard, about a second per GB; do it once per job).  A bad shard raises
+    ``ValueError`` naming the file and the Snakemake command that rebuilds it.
     """
     if not dirs:
         raise ValueError("open_stores: no token shard directories given")
@@ -474,7 +487,7 @@ def open_stores(dirs: Sequence[str | os.PathLike[str]], *, checksum: bool) -> li
         try:
             store = TokenStore.open(directory)
             if checksum:
-                verify_checksums(store)
+                verify_store(store)
         except ValueError as err:
             if RETOKENIZE in str(err):
                 raise

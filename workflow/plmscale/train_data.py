@@ -1,36 +1,30 @@
 """The token streams of a training job, opened in place and verified.
 
 Every rank opens the memory-mapped shards (sizes, shapes and offsets are checked against each manifest
-on open).  The sha256 of every shard file is verified once per job, by the first process of each node, in
-a background thread while training starts; the trainer checks the result before it writes any checkpoint
-or output, so a changed shard never produces a result.  Token ids outside the vocabulary are caught per
+on open) and reads them in place (no copy of the ids).  The contents of every shard (sha256 of both
+files, ids in the vocabulary, <cls>/<eos> framing) are verified once per job, by the first process of
+each node, in a background thread while training starts, with plain streamed reads; the trainer checks
+the result before it writes any checkpoint or output.  Token ids outside the vocabulary are caught per
 batch (:mod:`plmscale.data`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from plmscale.data import PackedStream, make_documents
+from plmscale.data import PackedStream
 from plmscale.distributed import DistInfo
 from plmscale.settings import TrainJob
-from plmscale.tokens import MANIFEST_FILE, TokenStore, concat_stores
-
-
-def manifest_identity(shard_dirs: tuple[str, ...]) -> dict[str, str]:
-    """sha256 of each shard's ``manifest.json`` (it lists the sha256 of the shard's files)."""
-    return {d: hashlib.sha256((Path(d) / MANIFEST_FILE).read_bytes()).hexdigest() for d in shard_dirs}
+from plmscale.tokens import TokenStore, open_stores, store_identity, verify_store
 
 
 @dataclass
 class Verifier:
-    """Checks the sha256 of every shard file against its manifest in a background thread."""
+    """Verifies every shard's contents against its manifest in a background thread."""
 
-    shard_dirs: tuple[str, ...]
+    stores: list[TokenStore]
     error: BaseException | None = None
     _thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -41,8 +35,8 @@ class Verifier:
 
     def _work(self) -> None:
         try:
-            for shard in self.shard_dirs:
-                TokenStore.open(Path(shard), verify=True)
+            for store in self.stores:
+                verify_store(store)
         except BaseException as err:
             self.error = err
 
@@ -67,21 +61,16 @@ class Streams:
             self.verifier.check()
 
 
-def _stream(shard_dirs: tuple[str, ...], context: int, seed: int, drop_last: bool) -> PackedStream:
-    stores = [TokenStore.open(Path(d)) for d in shard_dirs]
-    return PackedStream(make_documents(*concat_stores(stores), context), context, seed, drop_last=drop_last)
-
-
 def open_streams(job: TrainJob, info: DistInfo, log: Callable = print) -> Streams:
-    """The train and validation streams of ``job``; checksums verified in the background on local rank 0."""
+    """The train and validation streams of ``job``; contents verified in the background on local rank 0."""
     run = job.run
-    verifier = None
-    if info.local_rank == 0:
-        verifier = Verifier(job.train_dirs + job.valid_dirs).start()
+    train_stores = open_stores(job.train_dirs, checksum=False)
+    valid_stores = open_stores(job.valid_dirs, checksum=False)
+    verifier = Verifier(train_stores + valid_stores).start() if info.local_rank == 0 else None
     return Streams(
-        train=_stream(job.train_dirs, run.context, run.seed, drop_last=True),
-        valid=_stream(job.valid_dirs, run.context, run.eval_seed, drop_last=False),
-        train_identity=manifest_identity(job.train_dirs),
-        valid_identity=manifest_identity(job.valid_dirs),
+        train=PackedStream.from_stores(train_stores, run.context, run.seed, drop_last=True),
+        valid=PackedStream.from_stores(valid_stores, run.context, run.eval_seed, drop_last=False),
+        train_identity=store_identity(train_stores),
+        valid_identity=store_identity(valid_stores),
         verifier=verifier,
     )
