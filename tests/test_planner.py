@@ -235,3 +235,32 @@ def test_plan_with_real_fit_and_bootstrap_dicts():
     assert p3.n_opt == pytest.approx(a3.n_opt(3e21), rel=1e-12)
     assert p3.predicted_loss == pytest.approx(a3.predict(p3.n_params, p3.num_tokens), rel=1e-12)
     assert p3.loss_interval["lo"] <= p3.predicted_loss <= p3.loss_interval["hi"]
+
+
+def _done(path, n, mfu, peak, device):
+    path.mkdir(parents=True)
+    done = {"n_params_non_embedding": n, "mfu": mfu, "peak_flops_per_device": peak, "device": device}
+    (path / "done.json").write_text(json.dumps(done))
+
+
+def test_plan_cli_uses_the_mfu_measured_by_the_largest_accelerator_run(tmp_path, capsys):
+    from plmscale.cli import main
+
+    fit = tmp_path / "fit.json"
+    fit.write_text(json.dumps(symmetric_fit()))
+    runs = tmp_path / "runs"
+    _done(runs / "mlm/1e9/cpu", 9_000_000, 0.61, 1e11, "cpu (2 threads, AMD EPYC)")  # CPU: never used
+    _done(runs / "mlm/1e9/small", 1_000_000, 0.21, 3.12e14, "cuda:0 NVIDIA A100-SXM4-80GB")
+    _done(runs / "mlm/1e9/big", 5_000_000, 0.33, 3.12e14, "cuda:0 NVIDIA A100-SXM4-80GB")
+    _done(runs / "mlm/1e9/none", 8_000_000, None, None, "cuda:0 NVIDIA A100-SXM4-80GB")
+    args = ["plan", "--flops", "1e20", "--objective", "clm", "--fit", str(fit), "--method", "approach3"]
+    assert main([*args, "--runs", str(runs), "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert measured["mfu"] == 0.33 and measured["device_peak_flops"] == 3.12e14
+    assert "mlm/1e9/big" in measured["mfu_source"] and "N=5,000,000" in measured["mfu_source"]
+    a100 = {**PLAN_KW, "mfu": 0.33, "device_peak_flops": 3.12e14}
+    given = planner.plan(symmetric_fit(), flops=1e20, **a100)
+    assert measured["gpu_hours"] == pytest.approx(given.gpu_hours)
+    assert main([*args, "--runs", str(tmp_path / "nothing"), "--json"]) == 0
+    assumed = json.loads(capsys.readouterr().out)
+    assert assumed["mfu"] == 0.4 and assumed["mfu_source"].startswith("assumed")

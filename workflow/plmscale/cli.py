@@ -73,10 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     p_plan.add_argument(
         "--peak-flops",
         type=float,
-        default=989e12,
-        help="device peak FLOP/s (default: H100 SXM bf16 dense, 989 TFLOP/s)",
+        default=None,
+        help="device peak FLOP/s (default: the measured run's device, else H100 SXM bf16 dense, 989 TFLOP/s)",
     )
-    p_plan.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation to assume (0-1]")
+    p_plan.add_argument(
+        "--mfu",
+        type=float,
+        default=None,
+        help="model FLOPs utilisation to assume (0-1]; default: measured by the largest run of --runs that "
+        "trained on a GPU or Gaudi, else 0.4",
+    )
+    p_plan.add_argument("--runs", type=Path, default=Path("results/runs"), help="finished runs (for MFU)")
     p_plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     args = parser.parse_args(argv)
     if args.command == "plan":
@@ -105,8 +112,9 @@ def _plan(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    if not 0 < args.mfu <= 1:
-        print(f"--mfu {args.mfu} must be in (0, 1]", file=sys.stderr)
+    mfu, peak, source = _utilisation(args)
+    if not 0 < mfu <= 1:
+        print(f"--mfu {mfu} must be in (0, 1]", file=sys.stderr)
         return 2
     try:
         result = plan(
@@ -115,15 +123,31 @@ def _plan(args: argparse.Namespace) -> int:
             objective=args.objective,
             method=args.method,
             tokens_per_step=args.tokens_per_step,
-            device_peak_flops=args.peak_flops,
-            mfu=args.mfu,
+            device_peak_flops=peak,
+            mfu=mfu,
             context=args.context,
         )
     except ValueError as err:
         print(f"plmscale plan: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(result.to_dict(), indent=2) if args.json else f"fit: {path}\n{format_plan(result)}")
+    if args.json:
+        print(json.dumps({**result.to_dict(), "mfu_source": source}, indent=2))
+    else:
+        print(f"fit: {path}\nMFU {mfu:.1%} of {peak:.4g} FLOP/s: {source}\n{format_plan(result)}")
     return 0
+
+
+def _utilisation(args: argparse.Namespace) -> tuple[float, float, str]:
+    """MFU and peak FLOP/s of the plan: given, else measured by a finished accelerator run, else assumed."""
+    from plmscale.throughput import measured_mfu
+
+    measured = measured_mfu(args.runs) if args.mfu is None else None
+    if measured is not None:
+        mfu, peak, source = measured
+        return mfu, args.peak_flops or peak, source
+    mfu = 0.4 if args.mfu is None else args.mfu
+    source = f"assumed (no GPU/Gaudi run with MFU in {args.runs})" if args.mfu is None else "given (--mfu)"
+    return mfu, args.peak_flops or 989e12, source
 
 
 if __name__ == "__main__":

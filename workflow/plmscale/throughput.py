@@ -15,8 +15,10 @@ MFU = achieved FLOP/s / (peak FLOP/s per device x devices).  Only time spent in 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from plmscale.flops import ModelShape, flops_per_token_with_attention
 
@@ -114,3 +116,20 @@ def format_line(record: dict, total_steps: int, eta_seconds: float | None) -> st
         f"tokens/s {_si(record.get('tokens_per_second'))} FLOP/s {_si(record.get('flops_per_second'))} "
         f"MFU {mfu_text} peak_mem {_si(memory, 'B')} ETA {_duration(eta_seconds)}"
     )
+
+
+def measured_mfu(runs_dir: str | Path) -> tuple[float, float, str] | None:
+    """The MFU and peak FLOP/s per device of the largest finished run under ``runs_dir`` that trained on an
+    accelerator and has both, with a description of where they come from; None if no run has them.
+
+    Runs on the CPU are skipped: their MFU says nothing about the GPU or Gaudi a plan is for."""
+    best: tuple[int, float, float, str] | None = None
+    for done_path in sorted(Path(runs_dir).glob("*/*/*/done.json")):
+        done = json.loads(done_path.read_text())
+        mfu, peak, device = done.get("mfu"), done.get("peak_flops_per_device"), str(done.get("device", "cpu"))
+        if mfu is None or peak is None or device.startswith("cpu"):
+            continue
+        n = int(done["n_params_non_embedding"])
+        if best is None or n > best[0]:
+            best = (n, float(mfu), float(peak), f"measured by run {done_path.parent} (N={n:,}) on {device}")
+    return None if best is None else best[1:]
