@@ -288,8 +288,8 @@ class _Trainer:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = model.to(device)
         self.net, self.is_ddp = wrap_model(self.model, execution.parallel, device, info.world_size)
-        fused = execution.fused_adamw and has_fused_adamw(device, execution.parallel)
-        self.optimizer = _optimizer(self.model, run, fused)
+        self.fused = execution.fused_adamw and has_fused_adamw(device, execution.parallel)
+        self.optimizer = _optimizer(self.model, run, self.fused)
         self.identity = run_identity(run, self.streams)
         self.records: list[dict] = []
         self.start_step, self.seconds_before, self.resumed_from = 0, 0.0, None
@@ -327,7 +327,8 @@ class _Trainer:
             f"parallel={ex.parallel} precision={run.precision} "
             f"attention={ex.attention} ({attention.kernel_name(ex.attention, self.device, dtype=dtype)}) "
             f"micro_batch_rows={self.micro_rows} accumulation={self.accumulation} compile={ex.compile} "
-            f"activation_checkpointing={ex.activation_checkpointing} threads={threads} "
+            f"activation_checkpointing={ex.activation_checkpointing} fused_adamw={self.fused} "
+            f"threads={threads} "
             f"peak={self.meter.peak_flops_per_device or 0:.3g} FLOP/s ({self.peak_source})"
         )
 
