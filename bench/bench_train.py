@@ -95,7 +95,7 @@ class Plmscale:
             precision=args.precision,
         )  # fmt: skip
         self.execution = ExecutionSettings(
-            device=args.device, attention=args.attention, micro_batch_rows=0, parallel="ddp",
+            device=args.device, attention=args.attention, micro_batch_rows=rows, parallel="ddp",
             activation_checkpointing=False, compile=args.compile, fused_adamw=True, log_every=10**9,
             checkpoint_every=0, keep_checkpoints=False, on_input_change="refuse", peak_flops=1.0,
             prefetch_steps=2,
@@ -103,7 +103,7 @@ class Plmscale:
         job = TrainJob(run_id="bench", run=run, train_dirs=(str(shard),), valid_dirs=(str(shard),),
                        out_dir=str(shard.parent / "out"), checkpoint_dir=None)  # fmt: skip
         device = devices.resolve_device(args.device, log=None)
-        self.trainer = _Trainer(job, self.execution, DistInfo(0, 1, 0), device, rows, lambda *a: None)
+        self.trainer = _Trainer(job, self.execution, DistInfo(0, 1, 0), device, lambda *a: None)
         self.trainer.model.train()
         self.batches = StepBatches(self.trainer.streams.train, run, DistInfo(0, 1, 0), rows, device, 2, 0)
         self.batches.__enter__()

@@ -74,8 +74,30 @@ def test_micro_batch_that_does_not_divide_the_batch_is_refused(tmp_path, shards)
 def test_too_big_micro_batch_fails_before_building_the_model(tmp_path, shards):
     big = settings("mlm", shape=ModelShape(4, 4096, 32), batch_rows=1024, flops_budget=1e15)
     with pytest.raises(MemoryEstimateTooLarge, match=r"GiB per process exceeds 90%.*train.micro_batch_rows"):
-        run(shards, tmp_path / "x", s=big)
+        run(shards, tmp_path / "x", s=big, ex=execution(micro_batch_rows=1024))
     assert not (tmp_path / "x" / "model" / "config.json").exists()
+
+
+def test_micro_batch_zero_is_derived_from_the_memory_estimate(monkeypatch):
+    """micro_batch_rows: 0 takes the largest divisor of the local rows whose estimate fits 90% of the
+    device's memory (the estimate is affine in the rows: fixed state + rows x per-row activations)."""
+    from plmscale import devices
+    from plmscale.train import fit_micro_batch
+
+    s = settings("mlm", shape=ModelShape(8, 1152, 16), batch_rows=96, context=1024)
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "device_memory_bytes", lambda _d: 2**50)
+    one, two = (fit_micro_batch(s, execution(micro_batch_rows=r), 1, cpu)[1]["total"] for r in (1, 2))
+    per_row, fixed = two - one, 2 * one - two
+    assert fixed > 2e9 and per_row > 1e8  # 1.3e8 parameters x 16 B; dense scores and activations per row
+    for gib in (4, 8, 16, 64):
+        monkeypatch.setattr(devices, "device_memory_bytes", lambda _d, gib=gib: gib * 2**30)
+        rows, estimate = fit_micro_batch(s, execution(micro_batch_rows=0), 1, cpu)
+        fits = [d for d in range(1, 97) if 96 % d == 0 and fixed + d * per_row <= 0.9 * gib * 2**30]
+        assert rows == max(fits) and estimate["total"] == fixed + rows * per_row
+    monkeypatch.setattr(devices, "device_memory_bytes", lambda _d: 2**30)  # not even one row fits
+    with pytest.raises(MemoryEstimateTooLarge):
+        fit_micro_batch(s, execution(micro_batch_rows=0), 1, cpu)
 
 
 def test_bf16_losses_track_fp32(tmp_path, shards):

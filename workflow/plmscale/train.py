@@ -209,19 +209,37 @@ def has_fused_adamw(device: torch.device, parallel: str) -> bool:
     return device.type in ("cuda", "cpu") and parallel != "fsdp"
 
 
-def check_memory(
-    run: TrainSettings, execution: ExecutionSettings, micro_rows: int, world_size: int, device: torch.device
+def _memory_estimate(
+    run: TrainSettings, execution: ExecutionSettings, micro_rows: int, world_size: int
 ) -> dict[str, int]:
-    """Fail before building the model when the estimated memory of a training step exceeds 90% of the
-    device's (:func:`plmscale.devices.estimate_training_memory_bytes`); returns the estimate."""
     n_total = run.n_params + n_params_embedding(run.shape, VOCAB_SIZE, run.context + POSITION_OFFSET)
-    estimate = devices.estimate_training_memory_bytes(
+    return devices.estimate_training_memory_bytes(
         n_total, run.shape.layers, run.shape.width, run.shape.heads, micro_rows, run.context, run.precision,
         execution.parallel, world_size, execution.activation_checkpointing,
         dense_attention=execution.attention == "sdpa",
     )  # fmt: skip
-    devices.check_memory_fits(estimate, devices.device_memory_bytes(device), where=str(device))
-    return estimate
+
+
+def fit_micro_batch(
+    run: TrainSettings, execution: ExecutionSettings, world_size: int, device: torch.device
+) -> tuple[int, dict[str, int]]:
+    """Rows per micro-batch and the step's memory estimate (:func:`plmscale.devices.
+    estimate_training_memory_bytes`).  ``train.micro_batch_rows: 0`` derives the micro-batch: the largest
+    divisor of the local rows whose estimate fits 90% of the device's memory.  Fails before the model is
+    built when even the given (or smallest) micro-batch does not fit, naming the parts and the fix."""
+    local_rows = run.batch_rows // world_size
+    available = devices.device_memory_bytes(device)
+    if execution.micro_batch_rows == 0 and available is not None:
+        for rows in sorted((d for d in range(1, local_rows + 1) if local_rows % d == 0), reverse=True):
+            estimate = _memory_estimate(run, execution, rows, world_size)
+            if estimate["total"] <= 0.9 * available:
+                return rows, estimate
+        rows = 1
+    else:
+        rows = execution.micro_batch_rows or local_rows
+    estimate = _memory_estimate(run, execution, rows, world_size)
+    devices.check_memory_fits(estimate, available, where=str(device))
+    return rows, estimate
 
 
 def train_run(
@@ -246,14 +264,14 @@ def train_run(
     started_at = time.monotonic() if started_at is None else started_at
     stop = StopRequest() if stop is None else stop
     info = dist_info_from_env()
-    micro_rows = check_batch_split(job.run, execution, info.world_size)
+    check_batch_split(job.run, execution, info.world_size)
     device = devices.resolve_device(execution.device, info.local_rank, log=log if info.rank == 0 else None)
     torch.set_num_threads(threads)
     backend = devices.distributed_backend(
         device, world_size=info.world_size, rank=info.rank, local_rank=info.local_rank
     )
     with stop_on_signals(stop), distributed(info, backend, always=execution.parallel == "fsdp"):
-        trainer = _Trainer(job, execution, info, device, micro_rows, log if info.rank == 0 else _quiet)
+        trainer = _Trainer(job, execution, info, device, log if info.rank == 0 else _quiet)
         return trainer.run(
             stop=stop, started_at=started_at, time_limit_s=time_limit_s, time_margin_s=time_margin_s,
             on_step=on_step, threads=threads,
@@ -269,16 +287,16 @@ class _Trainer:
 
     def __init__(
         self, job: TrainJob, execution: ExecutionSettings, info: DistInfo, device: torch.device,
-        micro_rows: int, log: Callable,
+        log: Callable,
     ) -> None:  # fmt: skip
         self.job, self.run_settings, self.execution = job, job.run, execution
-        self.info, self.device, self.micro_rows, self.log = info, device, micro_rows, log
+        self.info, self.device, self.log = info, device, log
         run = job.run
         devices.check_precision(device, run.precision)
         log(devices.configure_backends(device, run.precision))
         attention.check_backend(execution.attention, device, training=True)
         self.streams = open_streams(job, info, log)
-        self.memory_estimate = check_memory(run, execution, micro_rows, info.world_size, device)
+        self.micro_rows, self.memory_estimate = fit_micro_batch(run, execution, info.world_size, device)
         torch.manual_seed(run.seed)
         model = build_model(run.shape, run.objective, run.context, run.seed)
         self.n_params, self.n_embedding = count_parameters(model)
