@@ -13,7 +13,7 @@ Both train ``RobertaPreLayerNormForMaskedLM`` of the same shape on real proteins
 2,100 proteins, replicated) at the same context, ``--rows`` sequences/rows per step.  Reported per
 configuration: the median over ``--rounds`` interleaved steps (after ``--warmup`` steps) of real (non-pad)
 tokens/s, and MFU = real tokens/s x (6N + 12 L d T) / peak (PaLM App. B; T = context), with the peak
-measured on this device (``plmscale.devices.measure_cpu_peak``, fp32 for (a), the run's precision for (b))
+measured on this device (``plmscale.peaks.measure_cpu_peak``, fp32 for (a), the run's precision for (b))
 or given (``--peak-flops``).  The ratio of real tokens/s is the number to read.
 
 Usage: ``python bench/bench_train.py [--context 1024] [--rows 8] [--shapes 4x128x4,4x256x8] [--device cpu]``
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from plmscale import devices
+from plmscale import devices, peaks
 from plmscale.distributed import DistInfo
 from plmscale.fasta import read_fasta
 from plmscale.flops import ModelShape, flops_per_token_with_attention
@@ -194,7 +194,7 @@ def _bf16_ok(device: torch.device) -> bool:
 
 
 def _peak(device: torch.device, precision: str, override: float | None) -> tuple[float | None, str]:
-    return devices.peak_flops(device, precision, override, measure_cpu=True)
+    return peaks.peak_flops(device, precision, override, measure_cpu=True)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from plmscale.data import (
 from plmscale.flops import ModelShape
 from plmscale.model import POSITION_OFFSET, build_model
 from plmscale.tokens import CLS_ID, EOS_ID, MASK_ID, encode
-from plmscale.train import eval_steps, learning_rate
+from plmscale.train import learning_rate
+from plmscale.validation import eval_steps
 
 
 def test_documents_window_long_sequences():

@@ -1,4 +1,5 @@
-"""Device choice, precision, peak FLOP/s, MFU and memory estimates (plmscale.devices), on this CPU machine.
+"""Device choice, precision, peak FLOP/s, MFU and memory estimates (plmscale.devices, .peaks, .memory),
+on this CPU machine.
 
 CUDA and Gaudi are absent here: their tests check the failure paths (clear error, no CPU fallback) and the
 pure functions (name -> peak table, arithmetic); nothing here claims a GPU or Gaudi code path ran.
@@ -10,21 +11,12 @@ import socket
 import numpy as np
 import pytest
 import torch
-from plmscale import devices
-from plmscale.devices import (
-    DEVICES,
-    DeviceUnavailable,
-    accelerator_entry,
-    autocast,
-    check_memory_fits,
-    estimate_training_memory_bytes,
-    lookup_peak,
-    mfu,
-    peak_flops,
-    resolve_device,
-)
+from plmscale import devices, memory, peaks
+from plmscale.devices import DEVICES, DeviceUnavailable, autocast, resolve_device
 from plmscale.flops import ModelShape
+from plmscale.memory import check_memory_fits, estimate_training_memory_bytes
 from plmscale.model import build_model
+from plmscale.peaks import accelerator_entry, lookup_peak, mfu, peak_flops
 from plmscale.tokens import tokenize_shard
 
 HAS_ACCELERATOR = torch.cuda.is_available() or devices.probe_devices()["hpu_available"]
@@ -121,7 +113,7 @@ def test_peak_flops_on_cpu_needs_an_override_or_a_measurement():
     assert peak_flops(cpu, "bf16", override=900e9) == (900e9, "override")
     with pytest.raises(ValueError, match="must be positive"):
         peak_flops(cpu, "fp32", override=0.0)
-    measured = devices.measure_cpu_peak("fp32", seconds=0.05, size=128)
+    measured = peaks.measure_cpu_peak("fp32", seconds=0.05, size=128)
     assert 1e6 < measured < 1e14  # some real FLOP/s, below any CPU's plausible peak
 
 
@@ -168,7 +160,7 @@ def test_memory_check_names_the_settings_to_change():
     est = estimate_training_memory_bytes(1000, 2, 8, 2, 2, 4, "fp32")  # 28928 bytes
     check_memory_fits(est, None)  # unknown device memory: no check
     check_memory_fits(est, 40_000)  # 28928 <= 0.9 * 40000
-    with pytest.raises(devices.MemoryEstimateTooLarge) as err:
+    with pytest.raises(memory.MemoryEstimateTooLarge) as err:
         check_memory_fits(est, 30_000, where="cuda:0")
     message = str(err.value)
     for setting in ("train.micro_batch_rows", "train.activation_checkpointing", "train.parallel: fsdp"):
@@ -180,11 +172,11 @@ def test_memory_check_names_the_settings_to_change():
 
 def test_cpu_memory_queries():
     cpu = torch.device("cpu")
-    total = devices.device_memory_bytes(cpu)
-    peak = devices.peak_memory_bytes(cpu)
+    total = memory.device_memory_bytes(cpu)
+    peak = memory.peak_memory_bytes(cpu)
     assert total is not None and total > 2**28
     assert peak is not None and 0 < peak < total
-    devices.reset_peak_memory(cpu)  # no-op, must not fail
+    memory.reset_peak_memory(cpu)  # no-op, must not fail
     devices.synchronize(cpu)
     assert devices.describe_device(cpu).startswith(f"cpu ({torch.get_num_threads()} threads, ")
 

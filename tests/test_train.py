@@ -11,9 +11,9 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from plmscale.devices import MemoryEstimateTooLarge
 from plmscale.flops import ModelShape
-from plmscale.train import eval_steps
+from plmscale.memory import MemoryEstimateTooLarge
+from plmscale.validation import eval_steps
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 from tests.trainkit import REPO, cli_args, execution, make_shards, metrics, run, settings, weights
@@ -81,21 +81,21 @@ def test_too_big_micro_batch_fails_before_building_the_model(tmp_path, shards):
 def test_micro_batch_zero_is_derived_from_the_memory_estimate(monkeypatch):
     """micro_batch_rows: 0 takes the largest divisor of the local rows whose estimate fits 90% of the
     device's memory (the estimate is affine in the rows: fixed state + rows x per-row activations)."""
-    from plmscale import devices
-    from plmscale.train import fit_micro_batch
+    from plmscale import memory
+    from plmscale.steps import fit_micro_batch
 
     s = settings("mlm", shape=ModelShape(8, 1152, 16), batch_rows=96, context=1024)
     cpu = torch.device("cpu")
-    monkeypatch.setattr(devices, "device_memory_bytes", lambda _d: 2**50)
+    monkeypatch.setattr(memory, "device_memory_bytes", lambda _d: 2**50)
     one, two = (fit_micro_batch(s, execution(micro_batch_rows=r), 1, cpu)[1]["total"] for r in (1, 2))
     per_row, fixed = two - one, 2 * one - two
     assert fixed > 2e9 and per_row > 1e8  # 1.3e8 parameters x 16 B; dense scores and activations per row
     for gib in (4, 8, 16, 64):
-        monkeypatch.setattr(devices, "device_memory_bytes", lambda _d, gib=gib: gib * 2**30)
+        monkeypatch.setattr(memory, "device_memory_bytes", lambda _d, gib=gib: gib * 2**30)
         rows, estimate = fit_micro_batch(s, execution(micro_batch_rows=0), 1, cpu)
         fits = [d for d in range(1, 97) if 96 % d == 0 and fixed + d * per_row <= 0.9 * gib * 2**30]
         assert rows == max(fits) and estimate["total"] == fixed + rows * per_row
-    monkeypatch.setattr(devices, "device_memory_bytes", lambda _d: 2**30)  # not even one row fits
+    monkeypatch.setattr(memory, "device_memory_bytes", lambda _d: 2**30)  # not even one row fits
     with pytest.raises(MemoryEstimateTooLarge):
         fit_micro_batch(s, execution(micro_batch_rows=0), 1, cpu)
 

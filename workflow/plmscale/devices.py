@@ -1,4 +1,5 @@
-"""Where a job runs: device choice, precision, distributed backend, peak FLOP/s, memory.
+"""Where a job runs: device choice, precision, distributed backend (peak FLOP/s: :mod:`plmscale.peaks`;
+memory: :mod:`plmscale.memory`).
 
 One place answers, for CPU, NVIDIA CUDA GPUs and Intel Gaudi (HPU), the questions a training or
 evaluation job asks of its hardware.  Hardware honesty: a device that was asked for and is absent is an
@@ -35,12 +36,8 @@ Intel Gaudi PyTorch API used here (Intel Gaudi documentation, v1.23):
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import re
-import resource
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -67,15 +64,11 @@ class PrecisionUnsupported(RuntimeError):
     """The precision asked for is not supported by the device."""
 
 
-class MemoryEstimateTooLarge(RuntimeError):
-    """The estimated peak memory of a training step exceeds the device's memory."""
-
-
 # ---------------------------------------------------------------------------------------------------
 # What is there
 
 
-def _hpu_module() -> tuple[ModuleType | None, str]:
+def hpu_module() -> tuple[ModuleType | None, str]:
     """``habana_frameworks.torch.hpu`` (or ``torch.hpu`` when the Gaudi stack autoloads) and a note."""
     try:
         import habana_frameworks.torch.hpu as hthpu  # type: ignore[import-not-found]
@@ -99,7 +92,7 @@ def probe_devices() -> dict[str, Any]:
         "cuda_available": bool(torch.cuda.is_available()),
         "cuda_count": int(torch.cuda.device_count()) if torch.cuda.is_available() else 0,
     }
-    hthpu, note = _hpu_module()
+    hthpu, note = hpu_module()
     facts["hpu_import"] = note
     facts["hpu_importable"] = hthpu is not None
     facts["hpu_available"], facts["hpu_count"] = False, 0
@@ -202,7 +195,7 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "hpu":
-        hthpu, note = _hpu_module()
+        hthpu, note = hpu_module()
         if hthpu is None:
             raise DeviceUnavailable(f"hpu device named but {note}")
         return str(hthpu.get_device_name())
@@ -227,7 +220,7 @@ def describe_device(device: torch.device) -> str:
 # Precision
 
 
-def _check_precision_name(precision: str) -> None:
+def check_precision_name(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"train.precision={precision!r} is not one of {PRECISIONS}")
 
@@ -239,7 +232,7 @@ def check_precision(device: torch.device, precision: str) -> None:
     emulation.  Every Gaudi supports bf16 (Intel mixed-precision guide); the CPU runs bf16 autocast
     everywhere (fast only with AVX512_BF16 / AMX, see notes/perf.md §4).
     """
-    _check_precision_name(precision)
+    check_precision_name(precision)
     if precision != "bf16" or device.type != "cuda":
         return
     try:
@@ -262,7 +255,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     (master weights); backward runs outside the context (PyTorch AMP docs; Intel's autocast guide wraps
     "the forward pass (model+loss)" the same way).  bf16 needs no loss scaling.
     """
-    _check_precision_name(precision)
+    check_precision_name(precision)
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -276,7 +269,7 @@ def configure_backends(device: torch.device, precision: str) -> str:
     "tf32"`` (the ``allow_tf32`` flags are to be deprecated); older torch uses ``allow_tf32``.  This is
     why :func:`peak_flops` takes the TF32 peak for fp32 on CUDA.  Other devices: nothing.
     """
-    _check_precision_name(precision)
+    check_precision_name(precision)
     if device.type != "cuda":
         return f"backends: no changes for {device.type}"
     if hasattr(torch.backends, "fp32_precision"):
@@ -366,287 +359,10 @@ def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device.type == "hpu":
-        hthpu, note = _hpu_module()
+        hthpu, note = hpu_module()
         if hthpu is None:
             raise DeviceUnavailable(f"hpu device named but {note}")
         hthpu.synchronize()
-
-
-# ---------------------------------------------------------------------------------------------------
-# Peak FLOP/s and MFU
-
-# Dense (no 2:4 sparsity) peak FLOP/s per accelerator and number format.  "tf32" is what fp32 matmuls run
-# as on CUDA once configure_backends has enabled TF32.  Sources (see notes/perf.md §6):
-# - H100 SXM / H200: bf16 989.4, tf32 494.7 TFLOPS computed from clocks and tensor-core counts,
-#   https://glennklockwood.com/garden/processors/h100 ("H200 GPUs are the same as H100 GPUs ... with 144 GB
-#   of HBM3e"); fp32 (non-tensor) 67 from NVIDIA's H100 datasheet, whose tensor figures are "with
-#   sparsity" (dense = half): https://archive-lib.hpctech.co.jp/gpuproduct/nvidia-h100.html
-# - H100 PCIe: same datasheet, bf16 1,513 / tf32 756 with sparsity -> 756.5 / 378 dense; fp32 51.
-# - A100 (SXM and PCIe, 40/80 GB alike): bf16 312, tf32 156, fp32 19.5 TFLOPS,
-#   https://developer.nvidia.com/blog/nvidia-ampere-architecture-in-depth/
-# - Intel Gaudi 2: bf16 432 TFLOPS (Intel, Hot Chips 2024 Gaudi 3 talk, Gaudi 2 column; perf.md [16]).
-# - Intel Gaudi 3: bf16 1,835 TFLOPS matrix (Intel launch figures, 2024; e.g.
-#   https://pcguia.pt/2024/04/nvidia-e-amd-tem-um-novo-rival-no-mercado-de-ia-a-intel and
-#   https://evokernel-specs.pages.dev/hardware/gaudi-3/; one report says 1,856, we keep Intel's 1,835).
-# Intel publishes no fp32 matrix peak for Gaudi here: fp32 on Gaudi has no entry (MFU then needs an override).
-PEAK_FLOPS: dict[tuple[str, str], float] = {
-    ("NVIDIA H100 SXM", "bf16"): 989.4e12,
-    ("NVIDIA H100 SXM", "tf32"): 494.7e12,
-    ("NVIDIA H100 SXM", "fp32"): 67e12,
-    ("NVIDIA H200", "bf16"): 989.4e12,
-    ("NVIDIA H200", "tf32"): 494.7e12,
-    ("NVIDIA H200", "fp32"): 67e12,
-    ("NVIDIA H100 PCIe", "bf16"): 756e12,
-    ("NVIDIA H100 PCIe", "tf32"): 378e12,
-    ("NVIDIA H100 PCIe", "fp32"): 51e12,
-    ("NVIDIA A100", "bf16"): 312e12,
-    ("NVIDIA A100", "tf32"): 156e12,
-    ("NVIDIA A100", "fp32"): 19.5e12,
-    ("Intel Gaudi 2", "bf16"): 432e12,
-    ("Intel Gaudi 3", "bf16"): 1835e12,
-}
-
-# Device-name strings -> table entry, most specific first.  Names are upper-cased and '-'/'_' become spaces:
-# "NVIDIA H100 80GB HBM3" (SXM; the PCIe card has HBM2e and reports "NVIDIA H100 PCIe"),
-# "NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe", "GAUDI2" / "GAUDI3" (habana get_device_name).
-# H100 NVL / H200 NVL / GH200 run at other clocks and power limits: not matched, so no silent wrong peak.
-_NAME_RULES: tuple[tuple[re.Pattern[str], str | None], ...] = (
-    (re.compile(r"\bNVL\b"), None),
-    (re.compile(r"\bGH200\b"), None),
-    (re.compile(r"\bH100\b.*\bPCIE\b"), "NVIDIA H100 PCIe"),
-    (re.compile(r"\bH100\b.*\b(SXM\d?|HBM3)\b"), "NVIDIA H100 SXM"),
-    (re.compile(r"\bH200\b"), "NVIDIA H200"),
-    (re.compile(r"\bA100\b"), "NVIDIA A100"),
-    (re.compile(r"\bGAUDI ?2\b|\bHL ?225"), "Intel Gaudi 2"),
-    (re.compile(r"\bGAUDI ?3\b|\bHL ?3[23]5"), "Intel Gaudi 3"),
-)
-
-
-def accelerator_entry(name: str) -> str | None:
-    """The :data:`PEAK_FLOPS` accelerator a device-name string denotes, or None when unknown/ambiguous."""
-    normalized = re.sub(r"[-_]+", " ", name.upper())
-    for pattern, entry in _NAME_RULES:
-        if pattern.search(normalized):
-            return entry
-    return None
-
-
-def lookup_peak(name: str, precision: str, *, tf32: bool = True) -> tuple[float | None, str]:
-    """Peak FLOP/s for an accelerator name and training precision, with where it came from.
-
-    ``precision`` fp32 uses the TF32 entry for NVIDIA parts when ``tf32`` (configure_backends enables it).
-    """
-    _check_precision_name(precision)
-    entry = accelerator_entry(name)
-    if entry is None:
-        return None, f"no peak-FLOP/s entry for device {name!r} (give an override)"
-    fmt = "tf32" if precision == "fp32" and tf32 and entry.startswith("NVIDIA") else precision
-    peak = PEAK_FLOPS.get((entry, fmt))
-    if peak is None:
-        return None, f"no {fmt} peak for {entry} in the table (give an override)"
-    note = " (fp32 matmuls run as TF32, see configure_backends)" if fmt != precision else ""
-    return peak, f"table: {entry} {fmt}{note}"
-
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def measure_cpu_peak(precision: str = "fp32", seconds: float = 1.0, size: int = 1024) -> float:
-    """Best observed FLOP/s of a square ``size`` matmul on this CPU over ``seconds`` (best-of, because
-    shared hosts are noisy: notes/perf.md §4 measured 212 GFLOP/s fp32 and 900 bf16 on 2 Zen 5 threads)."""
-    _check_precision_name(precision)
-    a = torch.randn(size, size).to(_DTYPES[precision])
-    b = torch.randn(size, size).to(_DTYPES[precision])
-    out = torch.matmul(a, b)  # warm-up (oneDNN picks its kernel)
-    best = 0.0
-    deadline = time.perf_counter() + seconds
-    while True:
-        t0 = time.perf_counter()
-        torch.matmul(a, b, out=out)
-        elapsed = time.perf_counter() - t0
-        if elapsed > 0:
-            best = max(best, 2.0 * size**3 / elapsed)
-        if time.perf_counter() >= deadline:
-            return best
-
-
-def peak_flops(
-    device: torch.device,
-    precision: str,
-    override: float | None = None,
-    *,
-    measure_cpu: bool = False,
-    tf32: bool = True,
-) -> tuple[float | None, str]:
-    """The MFU denominator and its source: ``override`` if given (> 0), else the table entry for the
-    device's name, else (CPU) a short measured matmul when ``measure_cpu``, else None with the reason."""
-    _check_precision_name(precision)
-    if override is not None:
-        if not override > 0:
-            raise ValueError(f"peak FLOP/s override must be positive, got {override}")
-        return float(override), "override"
-    if device.type == "cpu":
-        if measure_cpu:
-            peak = measure_cpu_peak(precision)
-            return peak, f"measured: best {precision} 1024^3 matmul on {torch.get_num_threads()} threads"
-        return None, "cpu: no table peak (measure it or give an override)"
-    return lookup_peak(device_name(device), precision, tf32=tf32)
-
-
-def mfu(tokens_per_second: float, flops_per_token: float, peak: float | None) -> float | None:
-    """Model FLOPs utilisation: ``tokens/s * FLOPs/token / peak`` (PaLM App. B); None without a peak.
-
-    FLOPs/token is ``6 N`` or ``6 N + 12 L d T`` (``plmscale.flops``); report which.
-    """
-    if peak is None:
-        return None
-    if peak <= 0:
-        raise ValueError(f"peak FLOP/s must be positive, got {peak}")
-    return tokens_per_second * flops_per_token / peak
-
-
-# ---------------------------------------------------------------------------------------------------
-# Memory
-
-
-def peak_memory_bytes(device: torch.device) -> int | None:
-    """Peak memory since the last reset: CUDA/Gaudi ``max_memory_allocated`` (tensors), CPU the process's
-    peak resident set (``ru_maxrss``; KiB on Linux, bytes on macOS; cannot be reset)."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    if device.type == "hpu":
-        hthpu, _ = _hpu_module()
-        return None if hthpu is None else int(hthpu.max_memory_allocated())
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Restart peak tracking (CUDA and Gaudi; a no-op on the CPU, whose ``ru_maxrss`` cannot be reset)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    elif device.type == "hpu":
-        hthpu, _ = _hpu_module()
-        if hthpu is not None:
-            hthpu.reset_peak_memory_stats()
-
-
-def device_memory_bytes(device: torch.device) -> int | None:
-    """Memory of the device: CUDA ``total_memory``, Gaudi ``memory_stats()["Limit"]``, CPU physical memory
-    (or the cgroup v2 limit of the job, e.g. SLURM's, when smaller)."""
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return int(torch.cuda.get_device_properties(index).total_memory)
-    if device.type == "hpu":
-        hthpu, _ = _hpu_module()
-        return None if hthpu is None else int(hthpu.memory_stats()["Limit"])
-    try:
-        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-    try:
-        with open("/sys/fs/cgroup/memory.max") as handle:
-            limit = handle.read().strip()
-        if limit.isdigit():
-            return min(physical, int(limit))
-    except OSError:
-        pass
-    return int(physical)
-
-
-# Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models" (arXiv
-# 2205.05198), eq. 1: a transformer layer stores s*b*h*(34 + 5*a*s/h) bytes of activations with 16-bit
-# values (and 1-byte dropout masks): 34 bytes per token per width ~ 17 stored values.  The 5*a*s^2*b part is
-# the attention scores: QK^T (2 B), softmax output (2 B) and the dropout mask (1 B); with no dropout here,
-# 2 stored values per score.  With full activation checkpointing only each layer's input (1 value per token
-# per width) is kept, plus one layer's full activations recomputed during backward (§4 of the paper).
-ACTIVATION_VALUES_PER_TOKEN_WIDTH = 17
-SCORE_VALUES_PER_ELEMENT = 2
-
-
-def estimate_training_memory_bytes(
-    n_params_total: int,
-    layers: int,
-    width: int,
-    heads: int,
-    micro_batch_rows: int,
-    context: int,
-    precision: str,
-    parallel: str = "none",
-    world_size: int = 1,
-    activation_checkpointing: bool = False,
-    *,
-    dense_attention: bool = True,
-    vocab_size: int = 33,
-) -> dict[str, int]:
-    """Estimated peak bytes of one training step on one process (an early check, not a measurement).
-
-    - weights fp32 4 B/param, gradients 4 B, AdamW ``exp_avg`` + ``exp_avg_sq`` 8 B; divided by
-      ``world_size`` under FSDP (full sharding), which also holds the gathered fp32 weights of two layers
-      (current + prefetched).  DDP (world > 1) keeps gradient buckets the size of all gradients (its default
-      ``gradient_as_bucket_view=False``, PyTorch DDP docs).
-    - bf16 autocast caches a bf16 copy of the weights (2 B/param, sharded like them under FSDP).
-    - activations (per process, ``micro_batch_rows`` rows of ``context`` tokens): ``17 * rows * T * d * L``
-      values of 2 B (bf16) or 4 B (fp32) (Korthikanti et al. 2022, eq. 1); with activation checkpointing
-      only ``rows * T * d * L`` values plus one layer's full activations.
-    - ``dense_attention`` (SDPA with a dense ``(rows, 1, T, T)`` mask): the boolean mask, ``rows * T^2``
-      bytes, and attention scores ``2 * rows * heads * T^2`` values per layer (one layer under activation
-      checkpointing).  That is what the CPU's math kernel keeps; CUDA's memory-efficient kernel does not
-      keep the scores, so there it is an over-estimate.  Block-sparse / varlen kernels (False): neither.
-    - the logits over the vocabulary: ``bytes`` + an fp32 copy + its fp32 gradient per element.
-    Returns the parts and ``total``.
-    """
-    _check_precision_name(precision)
-    if parallel not in PARALLEL:
-        raise ValueError(f"train.parallel={parallel!r} is not one of {PARALLEL}")
-    for name, value in (("n_params_total", n_params_total), ("layers", layers), ("width", width),
-                        ("heads", heads), ("micro_batch_rows", micro_batch_rows), ("context", context),
-                        ("world_size", world_size)):  # fmt: skip
-        if value < 1:
-            raise ValueError(f"{name}={value} must be positive")
-    value_bytes = 2 if precision == "bf16" else 4
-    shard = world_size if parallel == "fsdp" else 1
-    rows, t, n = micro_batch_rows, context, n_params_total
-    parts = {
-        "weights": math.ceil(4 * n / shard),
-        "gradients": math.ceil(4 * n / shard),
-        "optimizer": math.ceil(8 * n / shard),
-        "ddp_buckets": 4 * n if parallel == "ddp" and world_size > 1 else 0,
-        "fsdp_gathered": math.ceil(2 * 4 * n / layers) if parallel == "fsdp" and world_size > 1 else 0,
-        "autocast_cache": math.ceil(2 * n / shard) if precision == "bf16" else 0,
-    }
-    full_layer = ACTIVATION_VALUES_PER_TOKEN_WIDTH * rows * t * width * value_bytes
-    scores_layer = SCORE_VALUES_PER_ELEMENT * rows * heads * t * t * value_bytes if dense_attention else 0
-    if activation_checkpointing:
-        parts["activations"] = layers * rows * t * width * value_bytes + full_layer
-        parts["attention_scores"] = scores_layer
-    else:
-        parts["activations"] = layers * full_layer
-        parts["attention_scores"] = layers * scores_layer
-    parts["attention_mask"] = rows * t * t if dense_attention else 0
-    parts["logits"] = rows * t * vocab_size * (value_bytes + 8)
-    parts["total"] = sum(parts.values())
-    return parts
-
-
-def check_memory_fits(
-    estimate: dict[str, int], available: int | None, *, fraction: float = 0.9, where: str = ""
-) -> None:
-    """Raise :class:`MemoryEstimateTooLarge` when ``estimate["total"]`` exceeds ``fraction`` of
-    ``available`` bytes (None: unknown, no check), naming the big parts and the settings that shrink them."""
-    if available is None or estimate["total"] <= fraction * available:
-        return
-    gib = 2**30
-    parts = ", ".join(
-        f"{k} {v / gib:.2f}" for k, v in sorted(estimate.items(), key=lambda kv: -kv[1]) if k != "total" and v
-    )
-    raise MemoryEstimateTooLarge(
-        f"estimated training memory {estimate['total'] / gib:.2f} GiB per process exceeds "
-        f"{fraction:.0%} of the {available / gib:.2f} GiB of {where or 'the device'} (GiB: {parts}). Fix: "
-        "lower train.micro_batch_rows (activations, scores and logits scale with it), set "
-        "train.activation_checkpointing: true (keeps one value per token and width per layer), or "
-        "train.parallel: fsdp (shards weights, gradients and optimizer state over the processes)."
-    )
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from plmscale.atomic import write_json_atomic
 from plmscale.data import PackedStream
 from plmscale.devices import check_precision, describe_device, resolve_device
 from plmscale.tokens import open_stores, store_identity
-from plmscale.train import validation_loss
+from plmscale.validation import validation_loss
 
 
 def load_model(model_dir: str | Path, objective: str) -> torch.nn.Module:

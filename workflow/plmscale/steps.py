@@ -18,13 +18,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from plmscale import attention, devices
+from plmscale import attention, devices, memory
 from plmscale.data import IGNORE_INDEX, Batch, PackedStream, Rows, make_batch
 from plmscale.distributed import DistInfo, all_reduce_sum, maybe_no_sync
+from plmscale.flops import n_params_embedding
 from plmscale.loader import Prefetcher
+from plmscale.model import POSITION_OFFSET
+from plmscale.tokens import VOCAB_SIZE
 
 if TYPE_CHECKING:
-    from plmscale.settings import TrainSettings
+    from plmscale.settings import ExecutionSettings, TrainSettings
 
 TRAIN_STREAM = 1  # rng stream tags: keep train masking, eval masking and data order independent
 
@@ -153,3 +156,76 @@ def train_step(trainer: Any, inp: StepInput, lr: float, *, stop_vote: bool) -> S
             "train.precision: fp32"
         )
     return StepResult(loss=loss, grad_norm=float(grad_norm), stop=votes > 0)
+
+
+# --- how a step is split and what it needs ------------------------------------------------------------
+
+
+def make_optimizer(model: torch.nn.Module, run: TrainSettings, fused: bool) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (not biases and LayerNorms), fused where ``fused``."""
+    decay, no_decay = [], []
+    for _, param in model.named_parameters():
+        (decay if param.ndim >= 2 else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": run.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    kwargs = {"fused": True} if fused else {}
+    return torch.optim.AdamW(groups, lr=run.peak_lr, betas=(run.beta1, run.beta2), **kwargs)
+
+
+def check_batch_split(run: TrainSettings, execution: ExecutionSettings, world_size: int) -> int:
+    """Rows per micro-batch on one process; ValueError naming the setting when the batch does not split."""
+    if run.batch_rows % world_size:
+        raise ValueError(
+            f"train.batch_rows={run.batch_rows} is not divisible by the {world_size} processes; "
+            f"set batch_rows to a multiple of {world_size} or launch {run.batch_rows} processes "
+            "or a divisor of it"
+        )
+    local_rows = run.batch_rows // world_size
+    micro = execution.micro_batch_rows or local_rows
+    if local_rows % micro:
+        raise ValueError(
+            f"train.micro_batch_rows={micro} does not divide the {local_rows} rows each of the {world_size} "
+            f"processes trains per step (batch_rows={run.batch_rows}); pick a divisor of {local_rows}"
+        )
+    return micro
+
+
+def has_fused_adamw(device: torch.device, parallel: str) -> bool:
+    """Whether ``torch.optim.AdamW(fused=True)`` serves this device: CUDA and CPU have the fused kernel
+    (PyTorch docs, torch.optim.AdamW ``fused``); FSDP2's DTensor parameters use the foreach path."""
+    return device.type in ("cuda", "cpu") and parallel != "fsdp"
+
+
+def _memory_estimate(
+    run: TrainSettings, execution: ExecutionSettings, micro_rows: int, world_size: int
+) -> dict[str, int]:
+    n_total = run.n_params + n_params_embedding(run.shape, VOCAB_SIZE, run.context + POSITION_OFFSET)
+    return memory.estimate_training_memory_bytes(
+        n_total, run.shape.layers, run.shape.width, run.shape.heads, micro_rows, run.context, run.precision,
+        execution.parallel, world_size, execution.activation_checkpointing,
+        dense_attention=execution.attention == "sdpa",
+    )  # fmt: skip
+
+
+def fit_micro_batch(
+    run: TrainSettings, execution: ExecutionSettings, world_size: int, device: torch.device
+) -> tuple[int, dict[str, int]]:
+    """Rows per micro-batch and the step's memory estimate (:func:`plmscale.memory.
+    estimate_training_memory_bytes`).  ``train.micro_batch_rows: 0`` derives the micro-batch: the largest
+    divisor of the local rows whose estimate fits 90% of the device's memory.  Fails before the model is
+    built when even the given (or smallest) micro-batch does not fit, naming the parts and the fix."""
+    local_rows = run.batch_rows // world_size
+    available = memory.device_memory_bytes(device)
+    if execution.micro_batch_rows == 0 and available is not None:
+        for rows in sorted((d for d in range(1, local_rows + 1) if local_rows % d == 0), reverse=True):
+            estimate = _memory_estimate(run, execution, rows, world_size)
+            if estimate["total"] <= 0.9 * available:
+                return rows, estimate
+        rows = 1
+    else:
+        rows = execution.micro_batch_rows or local_rows
+    estimate = _memory_estimate(run, execution, rows, world_size)
+    memory.check_memory_fits(estimate, available, where=str(device))
+    return rows, estimate

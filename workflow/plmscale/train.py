@@ -37,13 +37,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import torch
 
-from plmscale import attention, devices
+from plmscale import attention, devices, memory, peaks
 from plmscale.atomic import write_json_atomic
-from plmscale.data import Batch, PackedStream, Rows, make_batch, mlm_inputs
 from plmscale.distributed import (
     DistInfo,
     barrier,
@@ -52,15 +50,23 @@ from plmscale.distributed import (
     full_state,
     wrap_model,
 )
-from plmscale.flops import n_params_embedding, training_flops
-from plmscale.model import POSITION_OFFSET, build_model, count_parameters
+from plmscale.flops import training_flops
+from plmscale.model import build_model, count_parameters
 from plmscale.resume import InputsChanged, resume_state, run_identity, save_state
 from plmscale.settings import ExecutionSettings, TrainJob, TrainSettings
-from plmscale.steps import StepBatches, masked_lm_loss_sum, to_device, train_step
+from plmscale.steps import (
+    StepBatches,
+    check_batch_split,
+    fit_micro_batch,
+    has_fused_adamw,
+    make_optimizer,
+    train_step,
+)
 from plmscale.stopping import EX_TEMPFAIL, StopRequest, TrainingStopped, stop_on_signals
 from plmscale.throughput import Throughput, format_line
-from plmscale.tokens import VOCAB_SIZE, esm_tokenizer, write_vocab
+from plmscale.tokens import esm_tokenizer, write_vocab
 from plmscale.train_data import open_streams
+from plmscale.validation import eval_steps, validation_loss
 
 __all__ = [
     "EX_TEMPFAIL",
@@ -68,14 +74,9 @@ __all__ = [
     "StopRequest",
     "TrainSettings",
     "TrainingStopped",
-    "eval_steps",
     "learning_rate",
     "train_run",
-    "validation_loss",
 ]
-
-EVAL_STREAM = 2  # rng stream tag of the validation masks (training masks use plmscale.steps.TRAIN_STREAM)
-
 
 def learning_rate(step: int, total_steps: int, peak: float, warmup_steps: int, min_ratio: float) -> float:
     """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to ``min_ratio * peak`` at the
@@ -85,72 +86,6 @@ def learning_rate(step: int, total_steps: int, peak: float, warmup_steps: int, m
     decay_steps = max(1, total_steps - 1 - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / decay_steps)
     return peak * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-def eval_steps(total_steps: int, points: int) -> list[int]:
-    """Log-spaced steps (0-based, after the update) at which validation loss is measured; always the last."""
-    if points <= 1:
-        return [total_steps - 1]
-    marks = np.unique(np.round(np.geomspace(1, total_steps, num=points)).astype(int)) - 1
-    return sorted({*marks.tolist(), total_steps - 1})
-
-
-def eval_batch(rows: Rows, objective: str, mask_ratio: float, eval_seed: int, first_row: int) -> Batch:
-    """Inputs and targets of validation rows ``first_row, first_row + 1, ...``; an MLM row's mask is drawn
-    from its own generator ``(eval_seed, EVAL_STREAM, row)``, so it does not depend on the batching."""
-    if objective != "mlm":
-        return make_batch(rows, objective, np.random.default_rng(eval_seed), mask_ratio)
-    pairs = [
-        mlm_inputs(rows.tokens[i : i + 1], np.random.default_rng([eval_seed, EVAL_STREAM, first_row + i]),
-                   mask_ratio)
-        for i in range(rows.tokens.shape[0])
-    ]  # fmt: skip
-    inputs, labels = (np.concatenate(part) for part in zip(*pairs, strict=True))
-    return Batch(
-        input_ids=torch.from_numpy(inputs),
-        position_ids=torch.from_numpy(rows.positions),
-        segments=torch.from_numpy(rows.segments),
-        labels=torch.from_numpy(labels),
-    )
-
-
-@torch.no_grad()
-def validation_loss(
-    model: torch.nn.Module,
-    objective: str,
-    stream: PackedStream,
-    *,
-    max_tokens: int,
-    batch_rows: int,
-    mask_ratio: float,
-    eval_seed: int,
-    attention_backend: str = "sdpa",
-    precision: str = "fp32",
-) -> tuple[float, int]:
-    """Mean loss in nats per scored token over the first ``max_tokens`` of a validation stream.
-
-    The rows, and for MLM the masked positions, depend only on ``eval_seed`` and the row index (not on
-    ``batch_rows``), so every run of an objective is scored on exactly the same tokens, whatever the
-    device, batch, precision or attention kernel (which change the result only by rounding).
-    """
-    was_training = model.training
-    device = next(model.parameters()).device
-    model.eval()
-    n_rows = max(1, min(stream.rows_per_epoch, max_tokens // stream.context))
-    total, count = 0.0, 0
-    for first in range(0, n_rows, batch_rows):
-        rows = stream.rows(first, min(batch_rows, n_rows - first))
-        batch = to_device(eval_batch(rows, objective, mask_ratio, eval_seed, first), device)
-        extra = attention.forward_kwargs(batch.segments, causal=objective == "clm", backend=attention_backend)
-        with devices.autocast(device, precision):
-            out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, **extra)
-        loss_sum, n = masked_lm_loss_sum(out.logits, batch.labels)
-        total += float(loss_sum)
-        count += n
-    model.train(was_training)
-    if count == 0:
-        raise ValueError("validation set produced no scored tokens; enlarge the validation split")
-    return total / count, count
 
 
 def save_model(model: torch.nn.Module, model_dir: Path) -> None:
@@ -171,75 +106,6 @@ def save_model(model: torch.nn.Module, model_dir: Path) -> None:
     for item in sorted(tmp.iterdir()):
         item.replace(model_dir / item.name)
     tmp.rmdir()
-
-
-def _optimizer(model: torch.nn.Module, run: TrainSettings, fused: bool) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for _, param in model.named_parameters():
-        (decay if param.ndim >= 2 else no_decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": run.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    kwargs = {"fused": True} if fused else {}
-    return torch.optim.AdamW(groups, lr=run.peak_lr, betas=(run.beta1, run.beta2), **kwargs)
-
-
-def check_batch_split(run: TrainSettings, execution: ExecutionSettings, world_size: int) -> int:
-    """Rows per micro-batch on one process; ValueError naming the setting when the batch does not split."""
-    if run.batch_rows % world_size:
-        raise ValueError(
-            f"train.batch_rows={run.batch_rows} is not divisible by the {world_size} processes; "
-            f"set batch_rows to a multiple of {world_size} or launch {run.batch_rows} processes "
-            "or a divisor of it"
-        )
-    local_rows = run.batch_rows // world_size
-    micro = execution.micro_batch_rows or local_rows
-    if local_rows % micro:
-        raise ValueError(
-            f"train.micro_batch_rows={micro} does not divide the {local_rows} rows each of the {world_size} "
-            f"processes trains per step (batch_rows={run.batch_rows}); pick a divisor of {local_rows}"
-        )
-    return micro
-
-
-def has_fused_adamw(device: torch.device, parallel: str) -> bool:
-    """Whether ``torch.optim.AdamW(fused=True)`` serves this device: CUDA and CPU have the fused kernel
-    (PyTorch docs, torch.optim.AdamW ``fused``); FSDP2's DTensor parameters use the foreach path."""
-    return device.type in ("cuda", "cpu") and parallel != "fsdp"
-
-
-def _memory_estimate(
-    run: TrainSettings, execution: ExecutionSettings, micro_rows: int, world_size: int
-) -> dict[str, int]:
-    n_total = run.n_params + n_params_embedding(run.shape, VOCAB_SIZE, run.context + POSITION_OFFSET)
-    return devices.estimate_training_memory_bytes(
-        n_total, run.shape.layers, run.shape.width, run.shape.heads, micro_rows, run.context, run.precision,
-        execution.parallel, world_size, execution.activation_checkpointing,
-        dense_attention=execution.attention == "sdpa",
-    )  # fmt: skip
-
-
-def fit_micro_batch(
-    run: TrainSettings, execution: ExecutionSettings, world_size: int, device: torch.device
-) -> tuple[int, dict[str, int]]:
-    """Rows per micro-batch and the step's memory estimate (:func:`plmscale.devices.
-    estimate_training_memory_bytes`).  ``train.micro_batch_rows: 0`` derives the micro-batch: the largest
-    divisor of the local rows whose estimate fits 90% of the device's memory.  Fails before the model is
-    built when even the given (or smallest) micro-batch does not fit, naming the parts and the fix."""
-    local_rows = run.batch_rows // world_size
-    available = devices.device_memory_bytes(device)
-    if execution.micro_batch_rows == 0 and available is not None:
-        for rows in sorted((d for d in range(1, local_rows + 1) if local_rows % d == 0), reverse=True):
-            estimate = _memory_estimate(run, execution, rows, world_size)
-            if estimate["total"] <= 0.9 * available:
-                return rows, estimate
-        rows = 1
-    else:
-        rows = execution.micro_batch_rows or local_rows
-    estimate = _memory_estimate(run, execution, rows, world_size)
-    devices.check_memory_fits(estimate, available, where=str(device))
-    return rows, estimate
 
 
 def train_run(
@@ -307,7 +173,7 @@ class _Trainer:
         self.model = model.to(device)
         self.net, self.is_ddp = wrap_model(self.model, execution.parallel, device, info.world_size)
         self.fused = execution.fused_adamw and has_fused_adamw(device, execution.parallel)
-        self.optimizer = _optimizer(self.model, run, self.fused)
+        self.optimizer = make_optimizer(self.model, run, self.fused)
         self.identity = run_identity(run, self.streams)
         self.records: list[dict] = []
         self.start_step, self.seconds_before, self.resumed_from = 0, 0.0, None
@@ -316,7 +182,7 @@ class _Trainer:
         self.compiled = execution.compile
         if execution.compile:
             self.net = torch.compile(self.net)
-        peak, self.peak_source = devices.peak_flops(
+        peak, self.peak_source = peaks.peak_flops(
             device, run.precision, execution.peak_flops, measure_cpu=True
         )
         self.meter = Throughput(
@@ -373,7 +239,7 @@ class _Trainer:
         evaluating_ranks = info.world_size if self.execution.parallel == "fsdp" else 1
         attempt_started = time.perf_counter()
         longest_step, last_save, first = 0.0, 0.0, True
-        devices.reset_peak_memory(self.device)
+        memory.reset_peak_memory(self.device)
 
         def time_is_up() -> bool:
             if time_limit_s is None:
@@ -434,7 +300,7 @@ class _Trainer:
         }
         log_now = (step + 1) % self.execution.log_every == 0 or step + 1 == run.num_steps
         if log_now:
-            record.update(self.meter.window(), peak_memory_bytes=devices.peak_memory_bytes(self.device))
+            record.update(self.meter.window(), peak_memory_bytes=memory.peak_memory_bytes(self.device))
             self.log(format_line(record, run.num_steps, self.meter.eta_seconds(step + 1)))
         if val_loss is not None:
             self.log(f"step {step + 1}/{run.num_steps} tokens={num_tokens} val_loss={val_loss:.4f}")
@@ -482,7 +348,7 @@ class _Trainer:
             "warmup_seconds": self.meter.warmup_seconds,
             "peak_flops_per_device": self.meter.peak_flops_per_device,
             "peak_flops_source": self.peak_source,
-            "peak_memory_bytes": devices.peak_memory_bytes(self.device),
+            "peak_memory_bytes": memory.peak_memory_bytes(self.device),
             "device": devices.describe_device(self.device),
             "threads": threads,
             "processes": info.world_size,
