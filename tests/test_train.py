@@ -196,3 +196,16 @@ def test_summary_prints_one_throughput_line_per_run():
     lines = format_summary({"mlm": info}).splitlines()
     assert "  run results/runs/mlm/1e9/a: N=1,000, 2,000 tokens/s, MFU 12.5%, 1.2 s" in lines
     assert "  run results/runs/mlm/1e9/b: N=3,000, 999 tokens/s, MFU n/a, 1.8 s" in lines
+
+
+def test_changed_shard_bytes_never_produce_a_result(tmp_path):
+    """A byte of ids.npy changed in place (same size, still a valid residue): training starts, the
+    once-per-job verification catches the sha256 and the run fails naming the file, writing no output."""
+    shards = make_shards(tmp_path)
+    ids = shards[0] / "ids.npy"
+    data = bytearray(ids.read_bytes())
+    data[-5] = 5 if data[-5] != 5 else 6  # another standard residue id
+    ids.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"token shard verification failed: .*ids.npy.*sha256"):
+        run(shards, tmp_path / "run", s=settings("mlm", flops_budget=5e7))
+    assert not any((tmp_path / "run" / name).exists() for name in ("done.json", "metrics.parquet"))
