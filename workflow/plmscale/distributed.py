@@ -21,7 +21,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,11 @@ def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tupl
     """Full (unsharded, CPU) model and optimizer state dicts keyed by parameter name.  A collective under
     FSDP: every rank calls it; rank 0 gets the tensors (others get empty dicts with cpu_offload)."""
     return get_state_dict(model, optimizer, options=_FULL)
+
+
+def full_model_state(model: torch.nn.Module) -> dict:
+    """The full (unsharded, CPU) model state dict alone (for the final HF save); a collective under FSDP."""
+    return get_model_state_dict(model, options=_FULL)
 
 
 def load_full_state(

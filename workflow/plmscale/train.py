@@ -47,7 +47,7 @@ from plmscale.distributed import (
     barrier,
     dist_info_from_env,
     distributed,
-    full_state,
+    full_model_state,
     wrap_model,
 )
 from plmscale.flops import training_flops
@@ -226,7 +226,7 @@ class _Trainer:
         loss, _ = validation_loss(
             self.model, run.objective, self.streams.valid, max_tokens=run.eval_max_tokens,
             batch_rows=self.micro_rows, mask_ratio=run.mask_ratio, eval_seed=run.eval_seed,
-            attention_backend=ex.attention if ex.attention != "flex" or self.device.type != "cpu" else "sdpa",
+            attention_backend=ex.attention,
             precision=run.precision,
         )  # fmt: skip
         return loss
@@ -354,7 +354,7 @@ class _Trainer:
             "processes": info.world_size,
             "resumed_from_step": self.resumed_from,
         }
-        model_state, _ = full_state(self.model, self.optimizer)  # a collective under FSDP
+        model_state = full_model_state(self.model)  # a collective under FSDP
         if info.rank == 0:
             self._write_outputs(model_state, done)
         barrier(info.world_size)
