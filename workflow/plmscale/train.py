@@ -181,7 +181,9 @@ class _Trainer:
             self._resume(Path(job.checkpoint_dir))
         self.compiled = execution.compile
         if execution.compile:
-            self.net = torch.compile(self.net)
+            # Intel Gaudi compiles with its own backend (docs.habana.ai, "PyTorch Gaudi Theory of Operations")
+            backend = "hpu_backend" if device.type == "hpu" else "inductor"
+            self.net = torch.compile(self.net, backend=backend)
         peak, self.peak_source = peaks.peak_flops(
             device, run.precision, execution.peak_flops, measure_cpu=True
         )
