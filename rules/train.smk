@@ -15,6 +15,7 @@
 # train.time_margin_s), on SIGTERM or on SIGUSR1 with exit code 75 after a committed checkpoint, and the
 # retry (--retries; runtime grows with the attempt) resumes from it.
 import json as _json
+import shlex
 
 from plmscale.settings import TrainJob, execution_config, job_resources, run_settings
 
@@ -28,8 +29,11 @@ def _train_launcher():
     is_torchrun = bool(words) and (Path(words[0]).name == "torchrun" or "torch.distributed.run" in words)
     if is_torchrun and "--no-python" not in words and "--no_python" not in words:
         launcher += " --no-python"
-    # braces are Snakemake's: keep the launcher's own literal, map {devices} to the job's resource
-    return launcher.replace("{", "{{").replace("}", "}}").replace("{{devices}}", "{resources.devices}")
+    if words and words[0] == "torchrun":  # the environment's own torchrun, also when it is not on PATH
+        launcher = f"{shlex.quote(sys.executable)} -m torch.distributed.run" + launcher[len("torchrun") :]
+    # {devices} becomes the shell variable the command exports from the job's `devices` resource; the
+    # launcher is referenced by name in the command, so changing it does not change the rule's code
+    return launcher.replace("{devices}", "${PLMSCALE_DEVICES}")
 
 
 def train_job(wildcards):
@@ -62,10 +66,11 @@ TRAIN_STOP_BEFORE_LIMIT = bool(config["train"]["stop_before_limit"])
 # With train.stop_before_limit the trainer stops --time-limit-s seconds after its start: the job's runtime
 # minus the margin (capped at a quarter of the runtime, for short test limits).  Without it the job runs into
 # the scheduler's limit (SIGTERM -> checkpoint -> exit; SLURM records TIMEOUT).
+TRAIN_LAUNCHER = _train_launcher()
 TRAIN_SHELL = (
+    "export PLMSCALE_DEVICES={resources.devices}; "
     "PYTHONPATH={TRAIN_PACKAGE_DIR:q}${{PYTHONPATH:+:$PYTHONPATH}} "
-    + _train_launcher()
-    + " {TRAIN_PYTHON:q} -m plmscale.train_cli --job {params.job:q} --execution {TRAIN_EXECUTION:q}"
+    "{TRAIN_LAUNCHER} {TRAIN_PYTHON:q} -m plmscale.train_cli --job {params.job:q} --execution {TRAIN_EXECUTION:q}"
     + (
         " --time-limit-s $(( {resources.runtime} * 60 - ({TRAIN_TIME_MARGIN_S} < {resources.runtime} * 15"
         " ? {TRAIN_TIME_MARGIN_S} : {resources.runtime} * 15) ))"
