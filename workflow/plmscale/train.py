@@ -179,7 +179,6 @@ class _Trainer:
         self.start_step, self.seconds_before, self.resumed_from = 0, 0.0, None
         if job.checkpoint_dir is not None:
             self._resume(Path(job.checkpoint_dir))
-        self.compiled = execution.compile
         if execution.compile:
             # Intel Gaudi compiles with its own backend (docs.habana.ai, "PyTorch Gaudi Theory of Operations")
             backend = "hpu_backend" if device.type == "hpu" else "inductor"
@@ -197,10 +196,9 @@ class _Trainer:
             root, self.identity, self.model, self.optimizer, self.info, self.execution, self.device, self.log
         )
         if found is not None:
-            trainer = found
-            self.start_step, self.records = int(trainer["step"]), list(trainer["records"])
-            self.seconds_before, self.resumed_from = float(trainer["train_seconds"]), self.start_step
-            self.log(f"resuming from checkpoint {trainer['name']} (step {self.start_step})")
+            self.start_step, self.records = int(found["step"]), list(found["records"])
+            self.seconds_before, self.resumed_from = float(found["train_seconds"]), self.start_step
+            self.log(f"resuming from checkpoint {found['name']} (step {self.start_step})")
 
     def banner(self, threads: int) -> str:
         run, ex = self.run_settings, self.execution
@@ -228,8 +226,7 @@ class _Trainer:
         loss, _ = validation_loss(
             self.model, run.objective, self.streams.valid, max_tokens=run.eval_max_tokens,
             batch_rows=self.micro_rows, mask_ratio=run.mask_ratio, eval_seed=run.eval_seed,
-            attention_backend=ex.attention,
-            precision=run.precision,
+            attention_backend=ex.attention, precision=run.precision,
         )  # fmt: skip
         return loss
 
