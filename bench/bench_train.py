@@ -105,7 +105,9 @@ class Plmscale:
         device = devices.resolve_device(args.device, log=None)
         self.trainer = _Trainer(job, self.execution, DistInfo(0, 1, 0), device, lambda *a: None)
         self.trainer.model.train()
-        self.batches = StepBatches(self.trainer.streams.train, run, DistInfo(0, 1, 0), rows, device, 2, 0)
+        self.batches = StepBatches(
+            self.trainer.streams.train, run, DistInfo(0, 1, 0), rows, device, 2, 0, args.attention
+        )
         self.batches.__enter__()
         self.step_index, self.tokens_per_step = 0, run.tokens_per_step
 

@@ -59,6 +59,9 @@ class StepInput:
 
     micro_batches: tuple[Batch, ...]
     global_scored: int
+    # per micro-batch attention kwargs built on the host ahead of the step (varlen's document offsets:
+    # computing them on the device would sync it once per micro-batch); {} = built at the forward
+    attention_kwargs: tuple[dict, ...]
 
 
 def local_batch(
@@ -74,8 +77,9 @@ def local_batch(
 
 
 def build_step(
-    stream: PackedStream, run: TrainSettings, info: DistInfo, micro_rows: int, step: int
-) -> StepInput:
+    stream: PackedStream, run: TrainSettings, info: DistInfo, micro_rows: int, step: int,
+    attention_backend: str = "sdpa",
+) -> StepInput:  # fmt: skip
     """The input of optimizer step ``step``: a pure function of ``(seed, step)``, whatever the split."""
     rows = stream.rows(step * run.batch_rows, run.batch_rows)
     rng = np.random.default_rng([run.seed, TRAIN_STREAM, step])
@@ -85,7 +89,13 @@ def build_step(
         Batch(**{k: getattr(batch, k)[i : i + micro_rows] for k in Batch.__dataclass_fields__})
         for i in range(0, n, micro_rows)
     )
-    return StepInput(micro, global_scored)
+    causal = run.objective == "clm"
+    extras = tuple(
+        attention.forward_kwargs(b.segments, causal=causal, backend="varlen") if attention_backend == "varlen"
+        else {}
+        for b in micro
+    )  # fmt: skip
+    return StepInput(micro, global_scored, extras)
 
 
 class StepBatches:
@@ -95,11 +105,12 @@ class StepBatches:
 
     def __init__(
         self, stream: PackedStream, run: TrainSettings, info: DistInfo, micro_rows: int,
-        device: torch.device, prefetch: int, start: int,
+        device: torch.device, prefetch: int, start: int, attention_backend: str = "sdpa",
     ) -> None:  # fmt: skip
         self.device = device
         self._ahead = Prefetcher(
-            lambda step: build_step(stream, run, info, micro_rows, step), start, run.num_steps, depth=prefetch
+            lambda step: build_step(stream, run, info, micro_rows, step, attention_backend),
+            start, run.num_steps, depth=prefetch,
         )
 
     def __enter__(self) -> StepBatches:
@@ -113,7 +124,13 @@ class StepBatches:
         return self._moved(self._ahead.get(step))
 
     def _moved(self, item: StepInput) -> StepInput:
-        return StepInput(tuple(to_device(b, self.device) for b in item.micro_batches), item.global_scored)
+        moved = tuple(to_device(b, self.device) for b in item.micro_batches)
+        dev = self.device
+        kwargs = tuple(
+            {k: v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+            for kw in item.attention_kwargs
+        )
+        return StepInput(moved, item.global_scored, kwargs)
 
 
 @dataclass(frozen=True)
@@ -134,7 +151,9 @@ def train_step(trainer: Any, inp: StepInput, lr: float, *, stop_vote: bool) -> S
     loss_sum = torch.zeros((), dtype=torch.float32, device=dev)
     last = len(inp.micro_batches) - 1
     for i, batch in enumerate(inp.micro_batches):
-        extra = attention.forward_kwargs(batch.segments, causal=run.objective == "clm", backend=ex.attention)
+        extra = inp.attention_kwargs[i] or attention.forward_kwargs(
+            batch.segments, causal=run.objective == "clm", backend=ex.attention
+        )
         with maybe_no_sync(trainer.net, trainer.is_ddp, sync=i == last):
             with devices.autocast(dev, run.precision):
                 out = trainer.net(input_ids=batch.input_ids, position_ids=batch.position_ids, **extra)

@@ -248,7 +248,8 @@ class _Trainer:
 
         self.model.train()
         with StepBatches(self.streams.train, run, info, self.micro_rows, self.device,
-                         self.execution.prefetch_steps, self.start_step) as batches:  # fmt: skip
+                         self.execution.prefetch_steps, self.start_step, self.execution.attention,
+                         ) as batches:  # fmt: skip
             for step in range(self.start_step, total_steps):
                 t_step = time.perf_counter()
                 lr = learning_rate(step, total_steps, run.peak_lr, run.warmup_steps, run.min_lr_ratio)
