@@ -39,7 +39,9 @@ from plmscale.flops import ModelShape, flops_per_token_with_attention
 from plmscale.model import build_model, count_parameters
 from plmscale.settings import ExecutionSettings, TrainJob, TrainSettings
 from plmscale.steps import StepBatches, train_step
-from plmscale.tokens import esm_tokenizer, tokenize_shard
+from plmscale.fasta_index import index_fasta
+from plmscale.tokenize import tokenize_shard
+from plmscale.tokens import esm_tokenizer
 from plmscale.train import _Trainer
 from plmscale.validate import ValidationPolicy, validate_records
 from transformers import DataCollatorForLanguageModeling
@@ -160,11 +162,14 @@ def main() -> None:
     print(f"# python {platform.python_version()}, {versions}")
     print(f"# {devices.describe_device(device)}; {len(sequences):,} proteins (pyhmmer x{args.replicate})")
     print("# peaks: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s ({s})" for k, (v, s) in peaks.items()))
-    print(f"# (b) = plmscale packed + {args.attention} + {args.precision} + fused AdamW"
-          + (" + compile" if args.compile else ""))
+    print(
+        f"# (b) = plmscale packed + {args.attention} + {args.precision} + fused AdamW"
+        + (" + compile" if args.compile else "")
+    )
     with tempfile.TemporaryDirectory() as tmp:
         fasta = Path(tmp) / "train.fasta"
         fasta.write_text("".join(f">p{i}\n{s}\n" for i, s in enumerate(sequences)))
+        index_fasta(fasta)
         tokenize_shard(fasta, Path(tmp) / "shard", shard_index=0, num_shards=1)
         header = f"{'shape':<12} {'N':>9} {'path':<10} {'real tok/s':>11} {'MFU':>7} {'ratio':>6}"
         print(header)

@@ -1,4 +1,4 @@
-# MMseqs2 clustering of all validated sequences and the cluster-aware split.
+# MMseqs2 clustering of all validated sequences and the cluster-aware split, in bounded memory.
 
 
 rule pool:
@@ -16,10 +16,11 @@ rule pool:
 
 
 rule cluster:
+    # createdb + linclust (or cluster) + createtsv on a scratch disk, membership joined in polars -> Parquet
     input:
         "results/cluster/all.fasta",
     output:
-        table="results/cluster/clusters.tsv",
+        membership="results/cluster/membership.parquet",
         report="results/cluster/cluster.json",
     params:
         mmseqs=config["cluster"]["mmseqs"],
@@ -29,19 +30,25 @@ rule cluster:
         cov_mode=config["cluster"]["cov_mode"],
         code=script_code("cluster"),
     threads: config["cluster"]["threads"]
+    resources:
+        mem_mb=lambda w, attempt: config["cluster"]["mem_mb"] * attempt,
     log:
         "logs/cluster/cluster.log",
+    # cluster.split_memory_limit and cluster.scratch are read by the script from the config (how the job
+    # runs, not what it computes: changing them reruns nothing)
     script:
         "../scripts/cluster.py"
 
 
 rule split:
+    # a streamed merge of the pooled FASTA with the membership: one indexed FASTA per (split, source)
     input:
         fasta="results/cluster/all.fasta",
-        clusters="results/cluster/clusters.tsv",
+        membership="results/cluster/membership.parquet",
     output:
-        fastas=expand("results/split/{split}.fasta", split=ACTIVE_SPLITS),
-        assignments="results/split/assignments.tsv",
+        fastas=expand("results/split/{split}/{source}.fasta", split=ACTIVE_SPLITS, source=SOURCES),
+        indexes=expand("results/split/{split}/{source}.fasta.index.json", split=ACTIVE_SPLITS, source=SOURCES),
+        assignments="results/split/assignments.parquet",
         summary="results/split/summary.json",
     params:
         seed=config["split"]["seed"],

@@ -4,8 +4,8 @@
 
 rule localization_labels:
     input:
-        valid="results/split/valid.fasta",
-        test="results/split/test.fasta",
+        valid=split_fastas("valid"),
+        test=split_fastas("test"),
     output:
         "results/downstream/labels.tsv",
     params:

@@ -17,7 +17,7 @@
 import json as _json
 import shlex
 
-from plmscale.settings import TrainJob, execution_config, job_resources, run_settings
+from plmscale.settings import TrainJob, TrainSource, execution_config, job_resources, run_settings
 
 
 def _train_launcher():
@@ -42,10 +42,14 @@ def train_job(wildcards):
     job = TrainJob(
         run_id=point.run_id,
         run=run_settings(config, point.objective, point.flops, point.shape_name),
-        train_dirs=tuple(f"results/tokens/train/shard{k}" for k in SHARDS),
-        valid_dirs=tuple(f"results/tokens/valid/shard{k}" for k in SHARDS),
+        train_dirs=tuple(token_dirs("train")),
+        valid_dirs=tuple(token_dirs("valid")),
         out_dir=run_dir(point),
         checkpoint_dir=f"results/checkpoints/{point.run_id}",
+        sources=tuple(
+            TrainSource(name, tuple(token_dirs("train", [name])), config["sources"][name].get("proportion"))
+            for name in SOURCES
+        ),
     )
     return _json.dumps(job.to_dict(), sort_keys=True)
 
@@ -114,7 +118,7 @@ rule evaluate:
     output:
         "results/eval/{objective}/{budget}/{shape}.json",
     params:
-        valid_dirs=[f"results/tokens/valid/shard{k}" for k in SHARDS],
+        valid_dirs=token_dirs("valid"),
         context=config["train"]["context"],
         mask_ratio=mask_ratio,
         max_tokens=config["evaluate"]["max_tokens"],

@@ -2,14 +2,19 @@
 
 import json
 
-from plmscale.mmseqs import cluster_stage
+from plmscale.mmseqs import ClusterSettings, cluster_stage, split_memory_limit
 from plmscale.snake import logged
 
 with logged(snakemake.log[0]):
-    p = snakemake.params
-    summary = cluster_stage(
-        snakemake.input[0], snakemake.output.table, snakemake.output.report, mmseqs=p.mmseqs,
+    p, cluster = snakemake.params, snakemake.config["cluster"]
+    limit = cluster["split_memory_limit"]
+    settings = ClusterSettings(
         method=p.method, min_seq_id=p.min_seq_id, coverage=p.coverage, cov_mode=p.cov_mode,
-        threads=snakemake.threads,
+        threads=snakemake.threads, scratch=cluster["scratch"],
+        split_memory_limit=split_memory_limit(snakemake.resources.mem_mb) if limit == "auto" else limit,
+    )  # fmt: skip
+    summary = cluster_stage(
+        snakemake.input[0], snakemake.output.membership, snakemake.output.report, mmseqs=p.mmseqs,
+        settings=settings,
     )  # fmt: skip
     print(json.dumps(summary, indent=2))

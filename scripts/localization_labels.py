@@ -6,7 +6,7 @@ from plmscale.snake import logged
 with logged(snakemake.log[0]):
     p = snakemake.params
     table = label_proteins(
-        snakemake.input.valid, snakemake.input.test, snakemake.output[0], window=p.window,
+        list(snakemake.input.valid), list(snakemake.input.test), snakemake.output[0], window=p.window,
         threshold=p.threshold, max_proteins=p.max_proteins,
     )  # fmt: skip
     print(table.group_by("split", "label").len().sort("split", "label"))

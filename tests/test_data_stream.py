@@ -18,6 +18,8 @@ from plmscale.atomic import sha256_file
 from plmscale.data import PackedStream, Rows, _mapping, make_documents, store_documents
 from plmscale.loader import Prefetcher, step_rows
 from plmscale.model import POSITION_OFFSET
+from plmscale.fasta_index import index_fasta
+from plmscale.tokenize import tokenize_shard
 from plmscale.tokens import (
     CLS_ID,
     EOS_ID,
@@ -28,7 +30,6 @@ from plmscale.tokens import (
     concat_stores,
     open_stores,
     store_identity,
-    tokenize_shard,
 )
 
 # ------------------------------------------------------------------------------- helpers and the reference
@@ -200,6 +201,7 @@ def test_rows_from_tokenized_fasta_equal_old_rows(tmp_path: Path) -> None:
     fasta.write_text(
         "".join(f">r{i}\n{''.join(rng.choice(letters, rng.integers(1, 60)))}\n" for i in range(300))
     )
+    index_fasta(fasta)
     dirs = [tmp_path / f"shard{k}" for k in range(3)]
     for k, d in enumerate(dirs):
         tokenize_shard(fasta, d, shard_index=k, num_shards=3)

@@ -17,7 +17,8 @@ from plmscale.flops import ModelShape
 from plmscale.memory import check_memory_fits, estimate_training_memory_bytes
 from plmscale.model import build_model
 from plmscale.peaks import accelerator_entry, lookup_peak, mfu, peak_flops
-from plmscale.tokens import tokenize_shard
+from plmscale.fasta_index import index_fasta
+from plmscale.tokenize import tokenize_shard
 
 HAS_ACCELERATOR = torch.cuda.is_available() or devices.probe_devices()["hpu_available"]
 no_accelerator = pytest.mark.skipif(
@@ -192,6 +193,7 @@ def artifacts(tmp_path_factory):
     valid = [motif[: rng.integers(10, 33)] for _ in range(40)]
     fasta = base / "valid.fasta"
     fasta.write_text("".join(f">v{i}\n{s}\n" for i, s in enumerate(valid)))
+    index_fasta(fasta)
     tokenize_shard(fasta, base / "valid", shard_index=0, num_shards=1)
     model = build_model(ModelShape(1, 16, 2), "mlm", 32, 0)
     model.save_pretrained(base / "model")

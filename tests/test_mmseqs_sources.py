@@ -6,9 +6,11 @@ import os
 import stat
 from pathlib import Path
 
+import polars as pl
 import pytest
 from plmscale.fasta import read_fasta
-from plmscale.mmseqs import cluster_stage, find_mmseqs, parse_cluster_tsv, pool_sources
+from plmscale.fasta_index import FastaIndex, index_path
+from plmscale.mmseqs import ClusterSettings, cluster_stage, find_mmseqs, parse_cluster_tsv, pool_sources
 from plmscale.sources import materialise_embedded, pyrodigal_proteins
 from plmscale.split import split_stage
 
@@ -44,26 +46,71 @@ def test_configured_path_wins(tmp_path):
 
 
 def test_real_linclust_groups_homologs_and_the_split_keeps_them_together(tmp_path):
-    # three families: each an original plus two variants at ~95% identity; families are unrelated
+    # three families: each an original plus two variants at ~95% identity; families are unrelated; two
+    # sources, the pooled IDs <source>:<id>, each family spread over both
     records = []
     for f, seq in enumerate(UNRELATED):
-        records += [(f"fam{f}_a", seq), (f"fam{f}_b", _mutate(seq, 20)), (f"fam{f}_c", _mutate(seq, 25))]
+        records += [
+            (f"a:fam{f}_a", seq),
+            (f"b:fam{f}_b", _mutate(seq, 20)),
+            (f"a:fam{f}_c", _mutate(seq, 25)),
+        ]
     fasta = tmp_path / "in.fasta"
     fasta.write_text("".join(f">{i}\n{s}\n" for i, s in records))
-    summary = cluster_stage(fasta, tmp_path / "c.tsv", tmp_path / "c.json", mmseqs="auto", method="linclust",
-                            min_seq_id=0.5, coverage=0.8, cov_mode=1, threads=1)  # fmt: skip
+    settings = ClusterSettings(threads=1, split_memory_limit="64M", scratch=str(tmp_path / "scratch"))
+    summary = cluster_stage(
+        fasta, tmp_path / "m.parquet", tmp_path / "c.json", mmseqs="auto", settings=settings
+    )
     assert summary["num_sequences"] == 9 and summary["num_clusters"] == 3
-    lines = (tmp_path / "c.tsv").read_text().splitlines()[1:]
-    rep = dict(line.split("\t") for line in lines)
+    assert summary["largest_cluster"] == 3 and summary["singletons"] == 0
+    assert "--split-memory-limit" in summary["commands"][1] and "64M" in summary["commands"][1]
+    assert list((tmp_path / "scratch").iterdir()) == []  # MMseqs2's work files removed
+    table = pl.read_parquet(tmp_path / "m.parquet")
+    assert table.columns == ["member", "representative"]
+    assert table["member"].to_list() == [i for i, _ in records]  # input order
+    rep = dict(table.iter_rows())
     for f in range(3):
-        assert rep[f"fam{f}_a"] == rep[f"fam{f}_b"] == rep[f"fam{f}_c"]
-    assert len({rep["fam0_a"], rep["fam1_a"], rep["fam2_a"]}) == 3
-    outs = {name: str(tmp_path / f"{name}.fasta") for name in ("train", "valid")}
-    split_stage(str(fasta), str(tmp_path / "c.tsv"), outs, str(tmp_path / "a.tsv"), str(tmp_path / "s.json"),
-                fractions={"train": 0.5, "valid": 0.5}, seed=0)  # fmt: skip
-    where = {r.id: name for name, p in outs.items() for r in read_fasta(p)}
+        assert rep[f"a:fam{f}_a"] == rep[f"b:fam{f}_b"] == rep[f"a:fam{f}_c"]
+    assert len({rep["a:fam0_a"], rep["a:fam1_a"], rep["a:fam2_a"]}) == 3
+    outs = {(split, source): str(tmp_path / f"{split}.{source}.fasta")
+            for split in ("train", "valid") for source in ("a", "b")}  # fmt: skip
+    summary = split_stage(str(fasta), str(tmp_path / "m.parquet"), outs, str(tmp_path / "a.parquet"),
+                          str(tmp_path / "s.json"), fractions={"train": 0.5, "valid": 0.5}, seed=0)  # fmt: skip
+    where = {r.id: key for key, p in outs.items() for r in read_fasta(p)}
+    assert sorted(where) == sorted(i for i, _ in records)
     for f in range(3):
-        assert where[f"fam{f}_a"] == where[f"fam{f}_b"] == where[f"fam{f}_c"]
+        assert where[f"a:fam{f}_a"][0] == where[f"b:fam{f}_b"][0] == where[f"a:fam{f}_c"][0]
+        assert where[f"b:fam{f}_b"][1] == "b" and where[f"a:fam{f}_a"][1] == "a"
+    assigned = pl.read_parquet(tmp_path / "a.parquet")
+    assert assigned.columns == ["member", "representative", "split"]
+    assert dict(zip(assigned["member"], assigned["split"], strict=True)) == {
+        m: k[0] for m, k in where.items()
+    }
+    splits = summary["splits"]
+    assert sum(node["sequences"] for node in splits.values()) == 9
+    assert sum(node["clusters"] for node in splits.values()) == 3
+    for key, path in outs.items():  # every split file is indexed: counts and offsets of its records
+        index = FastaIndex.read(index_path(path))
+        members = [r for r in read_fasta(path)]
+        assert (
+            index.num_records
+            == len(members)
+            == splits.get(key[0], {}).get("sources", {}).get(key[1], {"sequences": 0})["sequences"]
+        )
+        assert index.num_residues == sum(len(r.sequence) for r in members)
+
+
+def test_split_refuses_a_membership_of_another_fasta(tmp_path):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">a:x\nMKV\n>a:y\nMKL\n")
+    pl.DataFrame({"member": ["a:x", "a:z"], "representative": ["a:x", "a:x"]}).write_parquet(
+        tmp_path / "m.pq"
+    )
+    outs = {("train", "a"): str(tmp_path / "t.fasta"), ("valid", "a"): str(tmp_path / "v.fasta")}
+    with pytest.raises(ValueError, match=r"found record 'a:y' where .*m\.pq lists 'a:z'.*--forcerun cluster"):
+        split_stage(str(fasta), str(tmp_path / "m.pq"), outs, str(tmp_path / "a.pq"), str(tmp_path / "s.json"),
+                    fractions={"train": 0.5, "valid": 0.5}, seed=0)  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.fasta", "m.pq"]  # nothing half-written
 
 
 def test_parse_cluster_tsv_rejects_a_member_in_two_clusters(tmp_path):

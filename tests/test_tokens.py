@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from plmscale.atomic import atomic_path, sha256_file, write_json_atomic, write_text_atomic
 from plmscale.fasta import read_fasta, write_fasta
+from plmscale.fasta_index import index_fasta, shard_range
+from plmscale.tokenize import tokenize_shard
 from plmscale.tokens import (
     CLS_ID,
     EOS_ID,
@@ -25,7 +27,6 @@ from plmscale.tokens import (
     concat_stores,
     encode,
     esm_tokenizer,
-    tokenize_shard,
     write_vocab,
 )
 from plmscale.validate import ESM_RESIDUES, ValidationPolicy, validate_records
@@ -135,6 +136,7 @@ def test_encode_equals_esm_tokenizer_on_real_proteome(proteome, hf_tokenizer) ->
 def clean_fasta(proteome, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
     path = tmp_path_factory.mktemp("clean") / "clean.fa"
     write_fasta(proteome, path)
+    index_fasta(path)
     return path
 
 
@@ -150,7 +152,8 @@ def test_shard_round_trip(proteome, clean_fasta: Path, tmp_path: Path) -> None: 
         manifest = tokenize_shard(clean_fasta, out, shard_index=k, num_shards=num_shards)
         assert sorted(p.name for p in out.iterdir()) == ["ids.npy", "manifest.json", "offsets.npy"]
         assert json.loads((out / "manifest.json").read_text()) == manifest
-        members = proteome[k::num_shards]
+        first, stop = shard_range(len(proteome), k, num_shards)
+        members = proteome[first:stop]  # contiguous record ranges
         lengths = [len(s) + 2 for _, s in members]
         assert manifest["format"] == "plmscale-tokens-v1"
         assert (manifest["shard_index"], manifest["num_shards"]) == (k, num_shards)
@@ -175,15 +178,9 @@ def test_shard_round_trip(proteome, clean_fasta: Path, tmp_path: Path) -> None: 
             store[len(store)]
         stores.append(store)
 
-    # union of shards, re-interleaved round-robin, is every record in file order
-    total = len(proteome)
-    order = [stores[i % num_shards][i // num_shards].tolist() for i in range(total)]
-    all_ids, all_offsets = encode([s for _, s in proteome])
-    assert order == [all_ids[all_offsets[i] : all_offsets[i + 1]].tolist() for i in range(total)]
-
-    # concat_stores equals encoding the shard-order concatenation
+    # the shards in order are every record in file order: concat_stores equals encoding the whole file
     cat_ids, cat_offsets = concat_stores(stores)
-    ref_ids, ref_offsets = encode([s for k in range(num_shards) for _, s in proteome[k::num_shards]])
+    ref_ids, ref_offsets = encode([s for _, s in proteome])
     assert cat_offsets.dtype == np.int64
     assert np.array_equal(cat_ids, ref_ids) and np.array_equal(cat_offsets, ref_offsets)
 
@@ -216,16 +213,24 @@ def test_tokenize_shard_argument_errors(clean_fasta: Path, tmp_path: Path) -> No
     for k, n in [(-1, 2), (2, 2), (0, 0)]:
         with pytest.raises(ValueError, match=r"shard_index must be in \[0, num_shards\)"):
             tokenize_shard(clean_fasta, tmp_path / "s", shard_index=k, num_shards=n)
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_shard_of_no_records_is_an_empty_store(tmp_path: Path) -> None:
     small = tmp_path / "small.fa"
     write_fasta([("a", "MKV"), ("b", "LL")], small)
-    with pytest.raises(ValueError, match="shard 2 of 3 would be empty"):
-        tokenize_shard(small, tmp_path / "s", shard_index=2, num_shards=3)
-    assert not (tmp_path / "s").exists()
+    index_fasta(small)
+    assert [shard_range(2, k, 3) for k in range(3)] == [(0, 0), (0, 1), (1, 2)]
+    manifest = tokenize_shard(small, tmp_path / "s", shard_index=0, num_shards=3)
+    assert (manifest["num_sequences"], manifest["num_tokens"], manifest["records"]) == (0, 0, [0, 0])
+    store = TokenStore.open(tmp_path / "s", verify=True)
+    assert len(store) == 0 and store.num_tokens == 0
 
 
 def test_tokenize_shard_invalid_residue_names_record_and_writes_nothing(tmp_path: Path) -> None:
     raw = tmp_path / "raw.fa"
     write_fasta([("a", "MKV"), ("b", "MKJ")], raw)
+    index_fasta(raw)
     out = tmp_path / "s"
     with pytest.raises(ValueError, match=r"raw\.fa: record 'b': 'J' at position 3 is not an ESM-2 residue"):
         tokenize_shard(raw, out, shard_index=0, num_shards=1)
@@ -235,7 +240,8 @@ def test_tokenize_shard_invalid_residue_names_record_and_writes_nothing(tmp_path
 def test_tokenize_shard_rejects_empty_record(tmp_path: Path) -> None:
     raw = tmp_path / "raw.fa"
     write_fasta([("a", "MKV"), ("b", "")], raw)
-    with pytest.raises(ValueError, match=r"raw\.fa:3: record 'b' is empty"):
+    index_fasta(raw)
+    with pytest.raises(ValueError, match=r"raw\.fa: record 'b' is empty"):
         tokenize_shard(raw, tmp_path / "s", shard_index=0, num_shards=1)
     assert not (tmp_path / "s").exists()
 
@@ -244,6 +250,7 @@ def test_rerun_replaces_stale_shard(clean_fasta: Path, tmp_path: Path) -> None:
     out = tmp_path / "s"
     small = tmp_path / "small.fa"
     write_fasta([("a", "MKV")], small)
+    index_fasta(small)
     tokenize_shard(small, out, shard_index=0, num_shards=1)
     manifest = tokenize_shard(clean_fasta, out, shard_index=0, num_shards=1)
     store = TokenStore.open(out, verify=True)

@@ -11,7 +11,8 @@ import polars as pl
 from plmscale.config import read_yaml
 from plmscale.flops import ModelShape
 from plmscale.settings import EXECUTION_KEYS, ExecutionSettings, TrainJob, TrainSettings
-from plmscale.tokens import tokenize_shard
+from plmscale.fasta_index import index_fasta
+from plmscale.tokenize import tokenize_shard
 from plmscale.train import train_run
 from safetensors.torch import load_file
 
@@ -26,6 +27,7 @@ def make_shards(base: Path, n_train: int = 400, n_valid: int = 40, seed: int = 1
     for name, n in (("train", n_train), ("valid", n_valid)):
         fasta = base / f"{name}.fasta"
         fasta.write_text("".join(f">{name}{i}\n{MOTIF[: rng.integers(10, 33)]}\n" for i in range(n)))
+        index_fasta(fasta)
         tokenize_shard(fasta, base / name, shard_index=0, num_shards=1)
     return base / "train", base / "valid"
 

@@ -16,8 +16,10 @@ back to the CPU as float64 and the probe is fitted there.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,13 +57,16 @@ def max_window_hydropathy(sequence: str, window: int) -> float:
 
 
 def label_proteins(
-    valid_fasta: str, test_fasta: str, output: str, *, window: int, threshold: float, max_proteins: int
+    valid_fastas: Sequence[str], test_fastas: Sequence[str], output: str, *, window: int, threshold: float,
+    max_proteins: int,
 ) -> pl.DataFrame:
-    """The probe's data set: proteins of the validation split (probe training) and test split (probe
-    evaluation), with their proxy label."""
+    """The probe's data set: the first ``max_proteins`` proteins of the validation split (probe training)
+    and of the test split (probe evaluation), each split's files read in the order given, with their proxy
+    label."""
     rows = []
-    for split, path in (("probe_train", valid_fasta), ("probe_test", test_fasta)):
-        for record in list(read_fasta(path))[:max_proteins]:
+    for split, paths in (("probe_train", valid_fastas), ("probe_test", test_fastas)):
+        records = itertools.chain.from_iterable(read_fasta(path) for path in paths)
+        for record in itertools.islice(records, max_proteins):
             score = max_window_hydropathy(record.sequence, window)
             rows.append(
                 {

@@ -7,14 +7,16 @@ version, is recorded in the stage's report.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-METHODS = {"linclust": "easy-linclust", "cluster": "easy-cluster"}
+METHODS = {"linclust": "linclust", "cluster": "cluster"}  # MMseqs2 modules on a sequence database
 
 
 @dataclass(frozen=True)
@@ -61,29 +63,66 @@ def find_mmseqs(configured: str | None = None) -> MmseqsBinary:
     )
 
 
-def cluster_command(
-    binary: str,
-    method: str,
-    fasta: Path,
-    prefix: Path,
-    tmp: Path,
-    *,
-    min_seq_id: float,
-    coverage: float,
-    cov_mode: int,
-    threads: int,
-) -> list[str]:
-    if method not in METHODS:
-        raise ValueError(f"cluster.method {method!r} must be one of {sorted(METHODS)}")
+@dataclass(frozen=True)
+class ClusterSettings:
+    """How MMseqs2 clusters the pooled sequences (config ``cluster``).
+
+    ``split_memory_limit`` is passed as ``--split-memory-limit`` (MMseqs2 splits its k-mer table into
+    parts of at most this size; "" = let MMseqs2 use all the node's memory); ``scratch`` is the directory
+    for MMseqs2's databases and temporary files (a node-local disk on a cluster; None = the system's
+    temporary directory).
+    """
+
+    method: str = "linclust"
+    min_seq_id: float = 0.5
+    coverage: float = 0.8
+    cov_mode: int = 1
+    threads: int = 1
+    split_memory_limit: str = ""
+    scratch: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"cluster.method {self.method!r} must be one of {sorted(METHODS)}")
+        if self.split_memory_limit and not re.fullmatch(r"[0-9]+[BKMGT]?", self.split_memory_limit):
+            raise ValueError(
+                f"cluster.split_memory_limit {self.split_memory_limit!r} is not an MMseqs2 size such as "
+                "'800M' or '24G'; fix the value or leave it empty"
+            )
+
+
+def split_memory_limit(mem_mb: int, fraction: float = 0.7) -> str:
+    """The ``--split-memory-limit`` for a job of ``mem_mb`` MB: ``fraction`` of it, in MB (MMseqs2 needs
+    headroom beyond the k-mer table for its own buffers)."""
+    return f"{max(1, int(mem_mb * fraction))}M"
+
+
+def cluster_commands(binary: str, fasta: Path, work: Path, settings: ClusterSettings) -> list[list[str]]:
+    """The MMseqs2 commands of the cluster stage, in order (MMseqs2 wiki: "Clustering", "linclust"):
+
+    1. ``createdb <fasta> db --shuffle 0`` keeps the input order in ``db.lookup`` (key i = record i);
+    2. ``linclust db clu tmp`` (or ``cluster``) with identity, coverage, threads and the split memory limit;
+    3. ``createtsv db db clu clu.tsv``: one ``representative<TAB>member`` row per sequence.
+    """
+    s = settings
+    memory = ["--split-memory-limit", s.split_memory_limit] if s.split_memory_limit else []
     return [
-        binary, METHODS[method], str(fasta), str(prefix), str(tmp),
-        "--min-seq-id", str(min_seq_id), "-c", str(coverage), "--cov-mode", str(cov_mode),
-        "--threads", str(threads), "-v", "2",
+        [binary, "createdb", str(fasta), str(work / "db"), "--shuffle", "0", "--dbtype", "1", "-v", "2"],
+        [
+            binary, METHODS[s.method], str(work / "db"), str(work / "clu"), str(work / "tmp"),
+            "--min-seq-id", str(s.min_seq_id), "-c", str(s.coverage), "--cov-mode", str(s.cov_mode),
+            "--threads", str(s.threads), *memory, "--remove-tmp-files", "1", "-v", "2",
+        ],
+        [binary, "createtsv", str(work / "db"), str(work / "db"), str(work / "clu"), str(work / "clu.tsv"),
+         "--threads", str(s.threads), "-v", "2"],
     ]  # fmt: skip
 
 
 def parse_cluster_tsv(path: Path) -> dict[str, str]:
-    """member -> representative from MMseqs2's ``*_cluster.tsv`` (rows: representative TAB member)."""
+    """member -> representative from MMseqs2's ``*_cluster.tsv`` (rows: representative TAB member).
+
+    Small inputs only (tests, inspection): the stage itself never builds this dict (see
+    :func:`membership_parquet`)."""
     member_to_rep: dict[str, str] = {}
     with open(path) as handle:
         for number, line in enumerate(handle, start=1):
@@ -97,30 +136,80 @@ def parse_cluster_tsv(path: Path) -> dict[str, str]:
     return member_to_rep
 
 
-def run_clustering(
-    fasta: Path,
-    *,
-    binary: MmseqsBinary,
-    method: str,
-    min_seq_id: float,
-    coverage: float,
-    cov_mode: int,
-    threads: int,
-    log=print,
-) -> tuple[dict[str, str], list[str]]:
-    """Cluster ``fasta``; returns member -> representative and the command that ran."""
-    with tempfile.TemporaryDirectory(prefix="plmscale-mmseqs-") as work:
-        prefix = Path(work) / "out"
-        cmd = cluster_command(
-            binary.path, method, fasta, prefix, Path(work) / "tmp", min_seq_id=min_seq_id,
-            coverage=coverage, cov_mode=cov_mode, threads=threads,
-        )  # fmt: skip
-        log("running: " + " ".join(cmd))
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+def _run(cmd: list[str], log) -> None:
+    log("running: " + " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.stdout.strip():
         log(proc.stdout[-4000:])
-        if proc.returncode != 0:
-            raise RuntimeError(f"mmseqs failed with exit code {proc.returncode}:\n{proc.stderr[-4000:]}")
-        return parse_cluster_tsv(Path(f"{prefix}_cluster.tsv")), cmd
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"mmseqs {cmd[1]} failed with exit code {proc.returncode}:\n{proc.stderr[-4000:]}\n"
+            "Fix: read the MMseqs2 message above; out of memory: lower cluster.split_memory_limit or raise "
+            "cluster.mem_mb; out of disk: point cluster.scratch at a larger disk"
+        )
+
+
+def membership_parquet(lookup: Path, tsv: Path, out: Path) -> dict[str, int]:
+    """Write ``out``: one row per input sequence in input order, columns ``member``, ``representative``.
+
+    The join of MMseqs2's ``db.lookup`` (key, accession, file; input order with ``createdb --shuffle 0``)
+    with ``clu.tsv`` runs in polars' streaming engine and is sunk to Parquet without Python objects per
+    sequence.  Checked first, each by a streamed aggregate: keys are ``0..n-1`` in order, every member is
+    in exactly one cluster and every clustered member is an input sequence.  Returns the counts.
+    """
+    import polars as pl
+
+    from plmscale.atomic import atomic_path
+
+    ids = pl.scan_csv(
+        lookup, separator="\t", has_header=False, quote_char=None,
+        schema={"key": pl.Int64, "member": pl.String, "file": pl.Int64},
+    ).select("key", "member")  # fmt: skip
+    clusters = pl.scan_csv(
+        tsv, separator="\t", has_header=False, quote_char=None,
+        schema={"representative": pl.String, "member": pl.String},
+    )  # fmt: skip
+    n, keys_in_order, last = (
+        ids.select(
+            pl.len().alias("n"),
+            (pl.col("key") == pl.int_range(pl.len())).all().alias("in_order"),
+            pl.col("key").max().alias("last"),
+        )
+        .collect(engine="streaming")
+        .row(0)
+    )
+    rows, unique = (
+        clusters.select(pl.len().alias("rows"), pl.col("member").n_unique().alias("unique"))
+        .collect(engine="streaming")
+        .row(0)
+    )
+    joined = ids.join(clusters, on="member", how="left", maintain_order="left")
+    missing = joined.filter(pl.col("representative").is_null()).select(pl.len()).collect().item()
+    if not keys_in_order or rows != unique or missing or rows != n:
+        raise RuntimeError(
+            f"mmseqs output does not cover the input exactly: {n} input sequences (keys in order: "
+            f"{keys_in_order}, last key {last}), {rows} cluster rows for {unique} distinct members, "
+            f"{missing} inputs without a cluster; check that the FASTA IDs (first header word) are unique"
+        )
+    with atomic_path(out) as tmp:
+        joined.sort("key").select("member", "representative").sink_parquet(tmp, engine="streaming")
+    return {"num_sequences": n}
+
+
+def _cluster_sizes(membership: Path) -> dict[str, int]:
+    import polars as pl
+
+    sizes = pl.scan_parquet(membership).group_by("representative").len()
+    clusters, largest, singletons = (
+        sizes.select(
+            pl.len().alias("clusters"),
+            pl.col("len").max().alias("largest"),
+            (pl.col("len") == 1).sum().alias("singletons"),
+        )
+        .collect(engine="streaming")
+        .row(0)
+    )
+    return {"num_clusters": clusters, "largest_cluster": largest, "singletons": singletons}
 
 
 def pool_sources(fastas: list[str | Path], sources: list[str], output: Path) -> dict[str, int]:
@@ -144,51 +233,35 @@ def pool_sources(fastas: list[str | Path], sources: list[str], output: Path) -> 
 
 
 def cluster_stage(
-    fasta: Path,
-    table: Path,
-    report: Path,
-    *,
-    mmseqs: str,
-    method: str,
-    min_seq_id: float,
-    coverage: float,
-    cov_mode: int,
-    threads: int,
+    fasta: Path, membership: Path, report: Path, *, mmseqs: str, settings: ClusterSettings
 ) -> dict:
-    """Cluster, check every input sequence is in exactly one cluster, write the table and a report."""
-    from plmscale.atomic import atomic_path, write_json_atomic
-    from plmscale.fasta import read_fasta
+    """Cluster the pooled FASTA with MMseqs2 and write the membership Parquet and a JSON report.
+
+    MMseqs2's databases and temporary files live in a fresh directory under ``settings.scratch``, removed
+    afterwards (also on failure).  Memory: MMseqs2's own (bounded by ``--split-memory-limit``), then the
+    polars join of the membership (about 100 bytes per sequence in polars' hash table).
+    """
+    from plmscale.atomic import write_json_atomic
 
     binary = find_mmseqs(mmseqs)
     print(f"mmseqs: {binary.path} (from {binary.origin}), version {binary.version}")
-    member_to_rep, cmd = run_clustering(
-        fasta, binary=binary, method=method, min_seq_id=min_seq_id, coverage=coverage, cov_mode=cov_mode,
-        threads=threads,
-    )  # fmt: skip
-    ids = [r.id for r in read_fasta(fasta)]
-    missing = set(ids) - set(member_to_rep)
-    extra = set(member_to_rep) - set(ids)
-    if missing or extra:
-        raise RuntimeError(
-            f"mmseqs output does not cover the input exactly: {len(missing)} missing (e.g. "
-            f"{sorted(missing)[:3]}), {len(extra)} unknown (e.g. {sorted(extra)[:3]}); check the FASTA IDs"
-        )
-    with atomic_path(table) as tmp, open(tmp, "w") as out:
-        out.write("member\trepresentative\n")
-        for member in ids:
-            out.write(f"{member}\t{member_to_rep[member]}\n")
-    sizes = {}
-    for rep in member_to_rep.values():
-        sizes[rep] = sizes.get(rep, 0) + 1
+    scratch = settings.scratch
+    if scratch:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="plmscale-mmseqs-", dir=scratch) as tmp:
+        work = Path(tmp)
+        commands = cluster_commands(binary.path, Path(fasta), work, settings)
+        for cmd in commands:
+            _run(cmd, print)
+        counts = membership_parquet(work / "db.lookup", work / "clu.tsv", Path(membership))
     summary = {
         "mmseqs_path": binary.path,
         "mmseqs_origin": binary.origin,
         "mmseqs_version": binary.version,
-        "command": cmd,
-        "num_sequences": len(ids),
-        "num_clusters": len(sizes),
-        "largest_cluster": max(sizes.values()),
-        "singletons": sum(1 for v in sizes.values() if v == 1),
+        "commands": commands,
+        "settings": dataclasses.asdict(settings),
+        **counts,
+        **_cluster_sizes(Path(membership)),
     }
     write_json_atomic(report, summary)
     return summary

@@ -38,6 +38,7 @@ def run_identity(run: TrainSettings, streams: Any) -> dict[str, Any]:
         "code": code_digest(TRAINING_CODE),
         "train_tokens": dict(streams.train_identity),
         "valid_tokens": dict(streams.valid_identity),
+        "mixture": dict(streams.mixture),
     }
 
 
@@ -50,6 +51,8 @@ def identity_changes(saved: Mapping[str, Any] | None, current: Mapping[str, Any]
     for key in sorted(set(old_run) | set(new_run)):
         if old_run.get(key) != new_run.get(key):
             changes.append(f"run setting {key}: {old_run.get(key)!r} -> {new_run.get(key)!r}")
+    if saved.get("mixture", {}) != current["mixture"]:
+        changes.append(f"source proportions {saved.get('mixture', {})} -> {current['mixture']}")
     if saved.get("code") != current["code"]:
         changes.append(f"training code digest {saved.get('code')} -> {current['code']}")
     for part in ("train_tokens", "valid_tokens"):

@@ -31,6 +31,7 @@ DEVICES = ("auto", "cpu", "cuda", "hpu")
 PRECISIONS = ("fp32", "bf16")
 PARALLEL = ("ddp", "fsdp")
 ON_INPUT_CHANGE = ("refuse", "restart")
+ON_OVER_REPEAT = ("error", "warn")
 
 
 @dataclass(frozen=True)
@@ -108,12 +109,15 @@ class ExecutionSettings:
     on_input_change: str  # refuse | restart: what a resume does when inputs, settings or code changed
     peak_flops: float | None  # override of the device's peak FLOP/s for MFU (None = the table)
     prefetch_steps: int  # steps of batches built ahead in a background thread
+    on_over_repeat: str = "error"  # error | warn: a run that repeats a source beyond its max_epochs
+    max_epochs: tuple[tuple[str, float | None], ...] = ()  # per source (sources.<name>.max_epochs)
 
     def __post_init__(self) -> None:
         for name, allowed in (
             ("device", DEVICES),
             ("parallel", PARALLEL),
             ("on_input_change", ON_INPUT_CHANGE),
+            ("on_over_repeat", ON_OVER_REPEAT),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -125,17 +129,39 @@ class ExecutionSettings:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "max_epochs": dict(self.max_epochs)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExecutionSettings:
         _check_keys(cls, data, "execution settings")
-        return cls(**data)
+        return cls(**{**data, "max_epochs": tuple(sorted(data["max_epochs"].items()))})
+
+
+@dataclass(frozen=True)
+class TrainSource:
+    """One source of the training stream: its token shards and its share of the rows (None = the sources
+    are concatenated, each taking rows in proportion to its size)."""
+
+    name: str
+    dirs: tuple[str, ...]
+    proportion: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dirs": list(self.dirs), "proportion": self.proportion}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainSource:
+        _check_keys(cls, data, "train source")
+        return cls(name=data["name"], dirs=tuple(data["dirs"]), proportion=data["proportion"])
 
 
 @dataclass(frozen=True)
 class TrainJob:
-    """One training job: run and execution settings, token inputs and output locations."""
+    """One training job: run and execution settings, token inputs and output locations.
+
+    ``sources`` splits ``train_dirs`` by source with the configured proportions (plmscale.mixing); empty
+    (tests, a single source) = ``train_dirs`` as one stream.
+    """
 
     run_id: str
     run: TrainSettings
@@ -143,6 +169,19 @@ class TrainJob:
     valid_dirs: tuple[str, ...]
     out_dir: str  # model/, metrics.parquet, done.json
     checkpoint_dir: str | None
+    sources: tuple[TrainSource, ...] = ()
+
+    def __post_init__(self) -> None:
+        listed = [d for source in self.sources for d in source.dirs]
+        if self.sources and sorted(listed) != sorted(self.train_dirs):
+            raise ValueError(f"train sources list {listed}, not the job's train_dirs {list(self.train_dirs)}")
+        given = [s.proportion is not None for s in self.sources]
+        if any(given) and not all(given):
+            missing = [s.name for s in self.sources if s.proportion is None]
+            raise ValueError(
+                f"sources {missing} have no proportion while others do; give every source a proportion "
+                "(summing to 1) or none"
+            )
 
     @property
     def model_dir(self) -> Path:
@@ -164,6 +203,7 @@ class TrainJob:
             "valid_dirs": list(self.valid_dirs),
             "out_dir": self.out_dir,
             "checkpoint_dir": self.checkpoint_dir,
+            "sources": [source.to_dict() for source in self.sources],
         }
 
     @classmethod
@@ -176,6 +216,7 @@ class TrainJob:
             valid_dirs=tuple(data["valid_dirs"]),
             out_dir=data["out_dir"],
             checkpoint_dir=data["checkpoint_dir"],
+            sources=tuple(TrainSource.from_dict(source) for source in data["sources"]),
         )
 
 
@@ -222,7 +263,14 @@ def run_settings(config: Mapping[str, Any], objective: str, flops: float, shape_
     )
 
 
-EXECUTION_KEYS = tuple(f.name for f in fields(ExecutionSettings))
+EXECUTION_KEYS = tuple(f.name for f in fields(ExecutionSettings) if f.name != "max_epochs")  # train.<key>
+
+
+def _max_epochs(config: Mapping[str, Any]) -> tuple[tuple[str, float | None], ...]:
+    """Per-source ``max_epochs`` of a full config, or of an :func:`execution_config`."""
+    if "max_epochs" in config:
+        return tuple(sorted(config["max_epochs"].items()))
+    return tuple(sorted((name, spec.get("max_epochs")) for name, spec in config.get("sources", {}).items()))
 
 
 def execution_settings(config: Mapping[str, Any], n_params: int | None = None) -> ExecutionSettings:
@@ -233,14 +281,17 @@ def execution_settings(config: Mapping[str, Any], n_params: int | None = None) -
     values = {key: train[key] for key in EXECUTION_KEYS}
     tier = size_tier(config, n_params) if n_params is not None else {}
     values.update({k: v for k, v in tier.items() if k in EXECUTION_KEYS})
-    return ExecutionSettings(**values)
+    return ExecutionSettings(**values, max_epochs=_max_epochs(config))
 
 
 def execution_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a validated config that execution settings come from: the execution keys of ``train``
     and its ``by_size`` tiers (what the train rule hands every job; the job applies its own size's tier)."""
     train = config["train"]
-    return {"train": {**{key: train[key] for key in EXECUTION_KEYS}, "by_size": list(train["by_size"])}}
+    return {
+        "train": {**{key: train[key] for key in EXECUTION_KEYS}, "by_size": list(train["by_size"])},
+        "max_epochs": dict(_max_epochs(config)),
+    }
 
 
 def size_tier(config: Mapping[str, Any], n_params: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@ assignment of a cluster does not depend on the other clusters, so adding data ne
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Mapping
 
@@ -57,46 +58,95 @@ def assign(member_to_rep: Mapping[str, str], fractions: Mapping[str, float], see
     return out
 
 
+def source_of(member: str) -> str:
+    """The source of a pooled ID ``<source>:<id>`` (:func:`plmscale.mmseqs.pool_sources`)."""
+    source, sep, _ = member.partition(":")
+    if not sep:
+        raise ValueError(f"pooled ID {member!r} has no '<source>:' prefix; re-run the pool rule")
+    return source
+
+
+def _batches(membership: str, batch_rows: int):
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(membership)
+    names = parquet.schema_arrow.names
+    if names[:2] != ["member", "representative"]:
+        raise ValueError(f"{membership}: columns {names}, expected member, representative; re-run cluster")
+    for batch in parquet.iter_batches(batch_size=batch_rows, columns=["member", "representative"]):
+        yield batch.column(0).to_pylist(), batch.column(1).to_pylist()
+
+
 def split_stage(
     fasta: str,
-    clusters_tsv: str,
-    out_fastas: dict[str, str],
-    assignments_tsv: str,
+    membership: str,
+    out_fastas: Mapping[tuple[str, str], str],
+    assignments: str,
     summary_json: str,
     *,
     fractions: Mapping[str, float],
     seed: int,
+    batch_rows: int = 65536,
 ) -> dict:
-    """Write one FASTA per split, the member -> cluster -> split table and a size summary."""
-    from plmscale.atomic import atomic_path, write_json_atomic
-    from plmscale.fasta import read_fasta, write_fasta
+    """Write one indexed FASTA per (split, source), the assignment table (Parquet) and a size summary.
 
-    member_to_rep: dict[str, str] = {}
-    with open(clusters_tsv) as handle:
-        header = handle.readline().rstrip("\n").split("\t")
-        if header != ["member", "representative"]:
-            raise ValueError(f"{clusters_tsv}: unexpected header {header}; re-run the cluster rule")
-        for line in handle:
-            member, rep = line.rstrip("\n").split("\t")
-            member_to_rep[member] = rep
-    split_of_member = assign(member_to_rep, fractions, seed)
-    records = list(read_fasta(fasta))
-    summary: dict[str, dict[str, int]] = {}
-    for name, path in out_fastas.items():
-        chosen = [(r.id, r.sequence) for r in records if split_of_member[r.id] == name]
-        write_fasta(chosen, path)
-        reps = {member_to_rep[i] for i, _ in chosen}
-        summary[name] = {
-            "sequences": len(chosen),
-            "clusters": len(reps),
-            "residues": sum(len(s) for _, s in chosen),
-        }
-    unexpected = {s for s in split_of_member.values()} - set(out_fastas)
-    assert not unexpected, f"members assigned to splits without output: {unexpected}"
-    with atomic_path(assignments_tsv) as tmp, open(tmp, "w") as out:
-        out.write("member\trepresentative\tsplit\n")
-        for r in records:
-            out.write(f"{r.id}\t{member_to_rep[r.id]}\t{split_of_member[r.id]}\n")
+    A streaming merge join: the membership Parquet (from the cluster stage, one row per pooled sequence
+    in FASTA order) is read in batches in lockstep with the pooled FASTA; each record's ID must equal its
+    row's member (any other order is an error naming both), and goes to its cluster's split and its
+    source's file.  Memory: one batch (``batch_rows`` rows) and one record, however large the input.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from plmscale.atomic import atomic_path, write_json_atomic
+    from plmscale.fasta import read_fasta
+    from plmscale.fasta_index import IndexedFastaWriter
+
+    check_fractions(fractions)
+    schema = pa.schema([("member", pa.string()), ("representative", pa.string()), ("split", pa.string())])
+    counts = {key: {"sequences": 0, "representatives": 0, "residues": 0} for key in out_fastas}
+    records = read_fasta(fasta)
+    with contextlib.ExitStack() as stack:
+        writers = {key: stack.enter_context(IndexedFastaWriter(path)) for key, path in out_fastas.items()}
+        table_path = stack.enter_context(atomic_path(assignments))
+        table = stack.enter_context(pq.ParquetWriter(table_path, schema))
+        for members, reps in _batches(membership, batch_rows):
+            split_of_rep = {rep: split_of(rep, fractions, seed) for rep in set(reps)}
+            splits = []
+            for member, rep in zip(members, reps, strict=True):
+                record = next(records, None)
+                if record is None or record.id != member:
+                    found = "the end of the file" if record is None else f"record {record.id!r}"
+                    raise ValueError(
+                        f"{fasta}: found {found} where {membership} lists {member!r}; the two come from "
+                        "different runs. Fix: re-run the cluster rule (snakemake --forcerun cluster)"
+                    )
+                key = (split_of_rep[rep], source_of(member))
+                if key not in writers:
+                    raise ValueError(
+                        f"{member!r} belongs to (split, source) {key}, which has no output; configured: "
+                        f"{sorted(writers)}. Fix: add the source to the config or re-run pool and cluster"
+                    )
+                writers[key].write(record.id, record.sequence)
+                entry = counts[key]
+                entry["sequences"] += 1
+                entry["representatives"] += member == rep  # a cluster's representative is its member
+                entry["residues"] += len(record.sequence)
+                splits.append(key[0])
+            table.write_batch(pa.record_batch([members, reps, splits], schema=schema))
+        extra = next(records, None)
+        if extra is not None:
+            raise ValueError(
+                f"{fasta}: record {extra.id!r} is not in {membership}. Fix: re-run the cluster rule "
+                "(snakemake --forcerun cluster)"
+            )
+    summary: dict[str, dict] = {}
+    for (split, source), entry in sorted(counts.items()):
+        node = summary.setdefault(split, {"sequences": 0, "clusters": 0, "residues": 0, "sources": {}})
+        node["sources"][source] = entry
+        node["sequences"] += entry["sequences"]
+        node["clusters"] += entry["representatives"]
+        node["residues"] += entry["residues"]
     result = {"seed": seed, "fractions": dict(fractions), "splits": summary}
     write_json_atomic(summary_json, result)
     return result

@@ -32,8 +32,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
-from plmscale.atomic import atomic_path, sha256_file, write_json_atomic, write_text_atomic
-from plmscale.fasta import read_fasta
+from plmscale.atomic import sha256_file, write_text_atomic
 from plmscale.validate import ESM_RESIDUES
 
 if TYPE_CHECKING:
@@ -56,7 +55,6 @@ __all__ = [
     "open_stores",
     "retokenize_hint",
     "store_identity",
-    "tokenize_shard",
     "verify_store",
     "write_vocab",
 ]
@@ -174,87 +172,6 @@ def encode(sequences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     ids[offsets[1:] - 1] = EOS_ID
     ids[is_residue] = residues
     return ids, offsets
-
-
-def _record_ids_sha256(record_ids: Sequence[str]) -> str:
-    """SHA-256 of the newline-joined record IDs (UTF-8, no trailing newline)."""
-    return hashlib.sha256("\n".join(record_ids).encode("utf-8")).hexdigest()
-
-
-def _save_npy_atomic(path: Path, array: np.ndarray) -> dict[str, Any]:
-    """``np.save`` ``array`` to ``path`` atomically; return its {"sha256", "bytes"} manifest entry."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-
-
-def _read_shard(fasta_path: Path, shard_index: int, num_shards: int) -> tuple[list[str], list[str]]:
-    """Return (ids, sequences) of records ``i`` with ``i % num_shards == shard_index``, in file order."""
-    record_ids: list[str] = []
-    sequences: list[str] = []
-    for i, record in enumerate(read_fasta(fasta_path)):
-        if i % num_shards == shard_index:
-            if not record.sequence:
-                raise ValueError(
-                    f"{fasta_path}:{record.line}: record {record.id!r} is empty; refusing to store a "
-                    "sequence of only <cls><eos>. Fix: tokenize the output of plmscale.validate."
-                )
-            record_ids.append(record.id)
-            sequences.append(record.sequence)
-    return record_ids, sequences
-
-
-def tokenize_shard(
-    fasta_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, shard_index: int, num_shards: int
-) -> dict[str, Any]:
-    """Tokenize shard ``shard_index`` of ``num_shards`` (round-robin by record index) of a validated FASTA.
-
-    Writes ``ids.npy``, ``offsets.npy`` and ``manifest.json`` (last) atomically into ``out_dir`` and returns
-    the manifest. Raises ``ValueError`` for a bad shard index, an empty shard, or an invalid residue (naming
-    the file, record and character).
-    """
-    if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise ValueError(
-            f"tokenize_shard: shard_index must be in [0, num_shards) with num_shards >= 1, got "
-            f"shard_index={shard_index}, num_shards={num_shards}"
-        )
-    fasta_path, out_dir = Path(fasta_path), Path(out_dir)
-    record_ids, sequences = _read_shard(fasta_path, shard_index, num_shards)
-    if not sequences:
-        raise ValueError(
-            f"{fasta_path}: shard {shard_index} of {num_shards} would be empty (the file has fewer than "
-            f"{shard_index + 1} records). Fix: use fewer shards or a larger input."
-        )
-    try:
-        ids, offsets = encode(sequences)
-    except InvalidResidueError as err:
-        raise ValueError(
-            f"{fasta_path}: record {record_ids[err.index]!r}: {err.char!r} at position {err.position} is not "
-            f"an ESM-2 residue ({ESM_RESIDUES}). Fix: tokenize the output of plmscale.validate."
-        ) from err
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MANIFEST_FILE).unlink(missing_ok=True)  # no manifest = incomplete shard, until we finish
-    files = {
-        IDS_FILE: _save_npy_atomic(out_dir / IDS_FILE, ids),
-        OFFSETS_FILE: _save_npy_atomic(out_dir / OFFSETS_FILE, offsets),
-    }
-    token_lengths = np.diff(offsets)
-    manifest = {
-        "format": FORMAT,
-        "num_sequences": len(sequences),
-        "num_tokens": int(ids.size),
-        "num_residues": int(ids.size) - 2 * len(sequences),
-        "min_length": int(token_lengths.min()),
-        "max_length": int(token_lengths.max()),
-        "vocab": list(ESM2_VOCAB),
-        "shard_index": shard_index,
-        "num_shards": num_shards,
-        "source": str(fasta_path),
-        "record_ids_sha256": _record_ids_sha256(record_ids),
-        "files": files,
-    }
-    write_json_atomic(out_dir / MANIFEST_FILE, manifest)
-    return manifest
 
 
 def retokenize_hint(directory: str | os.PathLike[str]) -> str:

@@ -51,6 +51,7 @@ from plmscale.distributed import (
     wrap_model,
 )
 from plmscale.flops import training_flops
+from plmscale.mixing import check_repetition
 from plmscale.model import build_model, count_parameters
 from plmscale.resume import InputsChanged, resume_state, run_identity, save_state
 from plmscale.settings import ExecutionSettings, TrainJob, TrainSettings
@@ -162,6 +163,8 @@ class _Trainer:
         log(devices.configure_backends(device, run.precision))
         attention.check_backend(execution.attention, device, training=True)
         self.streams = open_streams(job, info, log)
+        self.source_use = self.streams.usage(run.num_steps * run.batch_rows, dict(execution.max_epochs))
+        check_repetition(self.source_use, execution.on_over_repeat, log)  # before anything is built
         self.micro_rows, self.memory_estimate = fit_micro_batch(run, execution, info.world_size, device)
         torch.manual_seed(run.seed)
         model = build_model(run.shape, run.objective, run.context, run.seed)
@@ -340,7 +343,8 @@ class _Trainer:
             "num_steps": run.num_steps,
             "num_tokens": num_tokens,
             "flops": training_flops(self.n_params, num_tokens),
-            "epochs": num_tokens / self.streams.train.documents.num_tokens,
+            "epochs": num_tokens / self.streams.train_tokens,
+            "sources": [use.to_dict() for use in self.source_use],
             "final_train_loss": self.records[-1]["train_loss"],
             "final_val_loss": self.records[-1]["val_loss"],
             "wall_seconds": seconds,

@@ -11,12 +11,13 @@ batch (:mod:`plmscale.data`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from plmscale.data import PackedStream
 from plmscale.distributed import DistInfo
-from plmscale.settings import TrainJob
+from plmscale.mixing import MixedStream, SourceUse
+from plmscale.settings import TrainJob, TrainSource
 from plmscale.tokens import TokenStore, open_stores, store_identity, verify_store
 
 
@@ -50,27 +51,76 @@ class Verifier:
 
 @dataclass
 class Streams:
-    train: PackedStream
+    train: PackedStream | MixedStream
     valid: PackedStream
     train_identity: dict[str, str]
     valid_identity: dict[str, str]
     verifier: Verifier | None
+    train_tokens: int  # tokens of all training shards (one pass)
+    source_tokens: dict[str, int]  # per source ("all" for a job without sources)
 
     def check_verified(self) -> None:
         if self.verifier is not None:
             self.verifier.check()
 
+    @property
+    def mixture(self) -> dict[str, float]:
+        """The configured proportions ({} when sources are concatenated): part of the run's identity."""
+        if isinstance(self.train, MixedStream):
+            return dict(zip(self.train.names, self.train.proportions, strict=True))
+        return {}
+
+    def usage(self, total_rows: int, max_epochs: Mapping[str, float | None]) -> list[SourceUse]:
+        """What ``total_rows`` training rows take from each source."""
+        if isinstance(self.train, MixedStream):
+            return self.train.usage(total_rows, max_epochs)
+        epochs = total_rows / self.train.rows_per_epoch  # concatenated: every source repeated alike
+        context = self.train.context
+        return [
+            SourceUse(name, tokens / self.train_tokens, round(total_rows * tokens / self.train_tokens),
+                      round(total_rows * context * tokens / self.train_tokens), epochs, max_epochs.get(name))
+            for name, tokens in sorted(self.source_tokens.items())
+        ]  # fmt: skip
+
+
+def _train_stream(
+    job: TrainJob, stores: list[TokenStore]
+) -> tuple[PackedStream | MixedStream, dict[str, int]]:
+    run = job.run
+    by_dir = {str(d): store for d, store in zip(job.train_dirs, stores, strict=True)}
+    sources = job.sources or (TrainSource("all", job.train_dirs),)
+    tokens = {s.name: sum(by_dir[str(d)].num_tokens for d in s.dirs) for s in sources}
+    if not all(s.proportion is not None for s in sources):
+        return PackedStream.from_stores(stores, run.context, run.seed, drop_last=True), tokens
+    empty = [name for name, n in tokens.items() if n == 0]
+    if empty:
+        raise ValueError(
+            f"training sources {empty} have no tokens in the train split but a proportion > 0; give them "
+            "data or remove them from the config"
+        )
+    streams = {
+        s.name: PackedStream.from_stores([by_dir[str(d)] for d in s.dirs], run.context, run.seed)
+        for s in sources
+    }
+    return MixedStream(streams, {s.name: float(s.proportion) for s in sources}), tokens
+
 
 def open_streams(job: TrainJob, info: DistInfo, log: Callable = print) -> Streams:
-    """The train and validation streams of ``job``; contents verified in the background on local rank 0."""
+    """The train and validation streams of ``job``; contents verified in the background on local rank 0.
+
+    With per-source proportions the training stream mixes the sources (:class:`MixedStream`); without,
+    it is their concatenation.  The validation stream is always the concatenation of the valid shards."""
     run = job.run
     train_stores = open_stores(job.train_dirs, checksum=False)
     valid_stores = open_stores(job.valid_dirs, checksum=False)
     verifier = Verifier(train_stores + valid_stores).start() if info.local_rank == 0 else None
+    train, source_tokens = _train_stream(job, train_stores)
     return Streams(
-        train=PackedStream.from_stores(train_stores, run.context, run.seed, drop_last=True),
+        train=train,
         valid=PackedStream.from_stores(valid_stores, run.context, run.eval_seed, drop_last=False),
         train_identity=store_identity(train_stores),
         valid_identity=store_identity(valid_stores),
         verifier=verifier,
+        train_tokens=sum(store.num_tokens for store in train_stores),
+        source_tokens=source_tokens,
     )
