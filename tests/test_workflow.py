@@ -93,24 +93,36 @@ def test_validation_report_accounts_for_every_record(study):
 
 
 def test_no_cluster_spans_two_splits_and_tokens_cover_each_split(study):
-    table = pl.read_csv(study / "results/split/assignments.tsv", separator="\t")
+    table = pl.read_parquet(study / "results/split/assignments.parquet")
     per_cluster = table.group_by("representative").agg(pl.col("split").n_unique())
     assert per_cluster["split"].max() == 1
     for split in ("train", "valid"):  # the test split feeds only the downstream probe, as FASTA
-        seqs = [line for line in (study / f"results/split/{split}.fasta").read_text().splitlines()]
-        n_seq = sum(1 for s in seqs if s.startswith(">"))
-        residues = sum(len(s) for s in seqs if not s.startswith(">"))
-        manifests = [
-            json.loads(p.read_text())
-            for p in sorted((study / f"results/tokens/{split}").glob("*/manifest.json"))
-        ]
-        assert len(manifests) == 2
-        assert (
-            sum(m["num_sequences"] for m in manifests)
-            == n_seq
-            == table.filter(pl.col("split") == split).height
-        )
-        assert sum(m["num_tokens"] for m in manifests) == residues + 2 * n_seq
+        for source in ("curated", "metagenomic"):
+            text = (study / f"results/split/{split}/{source}.fasta").read_text().splitlines()
+            n_seq = sum(1 for s in text if s.startswith(">"))
+            assert all(s[1:].startswith(f"{source}:") for s in text if s.startswith(">"))
+            residues = sum(len(s) for s in text if not s.startswith(">"))
+            manifests = [
+                json.loads(p.read_text())
+                for p in sorted((study / f"results/tokens/{split}/{source}").glob("*/manifest.json"))
+            ]
+            assert len(manifests) == 2
+            in_table = table.filter((pl.col("split") == split) & pl.col("member").str.starts_with(f"{source}:"))
+            assert sum(m["num_sequences"] for m in manifests) == n_seq == in_table.height
+            assert sum(m["num_tokens"] for m in manifests) == residues + 2 * n_seq
+
+
+def test_runs_mix_the_sources_by_their_configured_proportions(study):
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    proportions = {name: spec["proportion"] for name, spec in config["sources"].items()}
+    for done_path in sorted(study.glob("results/runs/*/*/*/done.json"))[:3]:
+        done = json.loads(done_path.read_text())
+        uses = {u["name"]: u for u in done["sources"]}
+        assert {n: u["proportion"] for n, u in uses.items()} == proportions
+        total = sum(u["rows"] for u in uses.values())
+        assert total == done["num_steps"] * done["settings"]["batch_rows"]
+        for name, use in uses.items():
+            assert abs(use["rows"] - proportions[name] * total) <= 1
 
 
 def test_second_run_plans_nothing_and_report_builds(study):

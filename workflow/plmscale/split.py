@@ -67,14 +67,20 @@ def source_of(member: str) -> str:
 
 
 def _batches(membership: str, batch_rows: int):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(membership)
     names = parquet.schema_arrow.names
     if names[:2] != ["member", "representative"]:
         raise ValueError(f"{membership}: columns {names}, expected member, representative; re-run cluster")
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=["member", "representative"]):
+    pool = pa.default_memory_pool()
+    for batch in parquet.iter_batches(
+        batch_size=batch_rows, columns=["member", "representative"], use_threads=False
+    ):
         yield batch.column(0).to_pylist(), batch.column(1).to_pylist()
+        del batch
+        pool.release_unused()  # return freed Arrow buffers, so the peak stays at one batch
 
 
 def split_stage(
@@ -86,7 +92,7 @@ def split_stage(
     *,
     fractions: Mapping[str, float],
     seed: int,
-    batch_rows: int = 65536,
+    batch_rows: int = 16384,
 ) -> dict:
     """Write one indexed FASTA per (split, source), the assignment table (Parquet) and a size summary.
 
