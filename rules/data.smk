@@ -15,15 +15,22 @@ rule embedded_source:
 
 rule download:
     output:
-        "resources/download/{source}.fasta",
+        fasta="resources/download/{source}.fasta",
+        manifest="resources/download/{source}.manifest.json",
     params:
         url=lambda w: config["sources"][w.source]["url"],
         sha256=lambda w: config["sources"][w.source].get("sha256"),
         md5=lambda w: config["sources"][w.source].get("md5"),
+        size=lambda w: config["sources"][w.source].get("size"),
+        metalink=lambda w: config["sources"][w.source].get("metalink"),
+        release=lambda w: config["sources"][w.source].get("release"),
         code=script_code("download"),
+    # each retry resumes from resources/download/{source}.fasta.part (not an output: Snakemake keeps it)
     retries: 2
     log:
         "logs/download/{source}.log",
+    # the download.* settings (retries, timeouts, stall detection, progress) are read by the script from
+    # the config, not params: changing them refetches nothing and reruns nothing downstream
     script:
         "../scripts/download.py"
 
@@ -34,12 +41,14 @@ rule validate:
     output:
         fasta="results/validate/{source}.fasta",
         report="results/validate/{source}.report.json",
+        issues="results/validate/{source}.issues.tsv.gz",
     params:
         uppercase=config["validate"]["uppercase"],
         strip_terminal_stop=config["validate"]["strip_terminal_stop"],
         min_length=config["validate"]["min_length"],
         max_length=config["validate"]["max_length"],
         on_invalid=config["validate"]["on_invalid"],
+        report_examples=config["validate"]["report_examples"],
         code=script_code("validate"),
     log:
         "logs/validate/{source}.log",

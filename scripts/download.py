@@ -1,10 +1,16 @@
-"""Snakemake entry point: download a URL source with checksum verification (see plmscale.download)."""
+"""Snakemake entry point: download a URL source, resumable and verified, manifest last (plmscale.download).
 
-import json
+The download.* settings (retries, timeouts, stall detection, progress) are read from the config here, not
+passed as rule params, so changing them reruns nothing.
+"""
 
-from plmscale.download import download
+from plmscale.download import DownloadSettings, fetch
 from plmscale.snake import logged
 
 with logged(snakemake.log[0]):
     p = snakemake.params
-    print(json.dumps(download(p.url, snakemake.output[0], sha256=p.sha256, md5=p.md5)))
+    fetch(
+        p.url, snakemake.output.fasta, sha256=p.sha256, md5=p.md5, size=p.size, metalink=p.metalink,
+        release=p.release, manifest=snakemake.output.manifest,
+        settings=DownloadSettings.from_config(snakemake.config.get("download")),
+    )  # fmt: skip

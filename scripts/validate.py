@@ -13,9 +13,10 @@ with logged(snakemake.log[0]):
         min_length=p.min_length,
         max_length=p.max_length,
         on_invalid=p.on_invalid,
+        report_examples=p.report_examples,
     )
+    out = snakemake.output
     report = validate_fasta(
-        snakemake.input[0], snakemake.output.fasta, snakemake.output.report, policy,
-        source=snakemake.wildcards.source,
-    )  # fmt: skip
-    print(json.dumps({k: v for k, v in report.items() if k != "issues"}, indent=2))
+        snakemake.input[0], out.fasta, out.report, out.issues, policy, source=snakemake.wildcards.source
+    )
+    print(json.dumps({k: v for k, v in report.items() if k != "examples"}, indent=2))

@@ -1,61 +1,8 @@
-"""Downloads against a real HTTP server on 127.0.0.1; downstream labels and probe vs hand-worked values."""
-
-import functools
-import hashlib
-import http.server
-import threading
+"""Downstream labels and probe vs hand-worked values (the download tests are in tests/test_download.py)."""
 
 import numpy as np
 import pytest
-from plmscale.download import download
 from plmscale.downstream import binary_metrics, fit_logistic, max_window_hydropathy
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("www")
-    (root / "p.fasta").write_bytes(b">a\nMKV\n>b\nMKL\n")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    httpd.shutdown()
-
-
-def test_download_verifies_and_renames(server, tmp_path):
-    url, root = server
-    body = (root / "p.fasta").read_bytes()
-    out = tmp_path / "x.fasta"
-    info = download(f"{url}/p.fasta", out, sha256=hashlib.sha256(body).hexdigest())
-    assert out.read_bytes() == body
-    assert info["bytes"] == len(body) and info["md5"] == hashlib.md5(body).hexdigest()
-
-
-def test_wrong_checksum_fails_and_leaves_nothing(server, tmp_path):
-    url, _ = server
-    out = tmp_path / "x.fasta"
-    with pytest.raises(ValueError, match=r"checksum mismatch .* sha256 is"):
-        download(f"{url}/p.fasta", out, sha256="0" * 64)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_http_error_leaves_nothing(server, tmp_path):
-    url, _ = server
-    with pytest.raises(OSError, match="404"):
-        download(f"{url}/missing.fasta", tmp_path / "x.fasta", md5="0" * 32)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_file_urls_and_missing_checksum(server, tmp_path):
-    _, root = server
-    body = (root / "p.fasta").read_bytes()
-    download(f"file://{root}/p.fasta", tmp_path / "y.fasta", md5=hashlib.md5(body).hexdigest())
-    assert (tmp_path / "y.fasta").read_bytes() == body
-    with pytest.raises(ValueError, match="no sha256 or md5"):
-        download(f"file://{root}/p.fasta", tmp_path / "z.fasta")
-    with pytest.raises(ValueError, match="scheme 'ftp'"):
-        download("ftp://example.org/x", tmp_path / "z.fasta", md5="0" * 32)
 
 
 def test_hydropathy_window_hand_worked():

@@ -21,6 +21,7 @@ from plmscale.split import check_fractions
 from plmscale.tokens import VOCAB_SIZE
 
 OBJECTIVES = ("clm", "mlm")
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
 
 def flops_label(flops: float) -> str:
@@ -141,7 +142,78 @@ def load_study(config: Mapping[str, Any]) -> Study:
                 "use a smaller shape, or lower train.batch_rows"
             )
     check_fractions(config["split"]["fractions"])
+    check_proportions(config["sources"])
+    check_data_config(config)
     return study
+
+
+def check_proportions(sources: Mapping[str, Mapping[str, Any]]) -> None:
+    """Every source gives a ``proportion`` (together summing to 1) or none does (concatenation)."""
+    given = {name: spec["proportion"] for name, spec in sources.items() if "proportion" in spec}
+    if not given:
+        return
+    missing = sorted(set(sources) - set(given))
+    if missing:
+        raise ValueError(
+            f"sources {missing} have no proportion while {sorted(given)} do; give every source a "
+            "proportion (together summing to 1) or none (the sources are then concatenated)"
+        )
+    total = sum(given.values())
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"source proportions {given} sum to {total:g}, not 1; rescale them")
+
+
+def check_data_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -> None:
+    """Check the data stages' settings; raise ``ValueError`` naming the key and the fix.
+
+    Each source is checked against the schema branch (``$defs.source``) of its ``kind``: unknown and missing
+    keys and bad values get a readable message (the schema's ``oneOf`` alone says only "is not valid under
+    any of the given schemas"). ``validate.min_length`` must not exceed ``validate.max_length``.
+    """
+    _check_sources(config.get("sources"), read_yaml(schema_path))
+    limits = config.get("validate") or {}
+    low, high = limits.get("min_length", 1), limits.get("max_length")
+    if isinstance(low, int) and isinstance(high, int) and low > high:
+        raise ValueError(
+            f"validate.min_length ({low}) is greater than validate.max_length ({high}), so no record could "
+            "be kept. Fix: lower validate.min_length or raise validate.max_length (null = no limit)."
+        )
+
+
+def _check_sources(sources: Any, schema: Mapping[str, Any]) -> None:
+    """Check each source against the schema branch of its kind (a non-mapping is left to the schema)."""
+    import jsonschema
+
+    if not isinstance(sources, Mapping):
+        return
+    branches = {b["properties"]["kind"]["const"]: b for b in schema["$defs"]["source"]["oneOf"]}
+    root = jsonschema.validators.validator_for(schema)(schema)
+    problems = []
+    for name, spec in sources.items():
+        where = f"sources.{name}"
+        kind = spec.get("kind") if isinstance(spec, Mapping) else None
+        if kind not in branches:
+            got = f"kind {kind!r}" if isinstance(spec, Mapping) else repr(spec)
+            problems.append(f"{where}: {got} is not a source; set kind to one of {sorted(branches)}")
+            continue
+        branch = branches[kind]
+        allowed, required = list(branch["properties"]), branch.get("required", [])
+        problems += [
+            f"{where}: unknown key {k!r} for kind {kind!r}; allowed: {allowed}"
+            for k in spec
+            if k not in allowed
+        ]
+        problems += [
+            f"{where}: missing key {k!r} for kind {kind!r} (required: {required})"
+            for k in required
+            if k not in spec
+        ]
+        for err in root.evolve(schema=branch).iter_errors(spec):
+            if err.validator not in ("additionalProperties", "required"):
+                key = "".join(f".{part}" for part in err.absolute_path)
+                problems.append(f"{where}{key}: {err.message}")
+    if problems:
+        raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -150,10 +222,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def validate_config(config: dict[str, Any], schema_path: str | Path) -> None:
-    """Validate against the JSON Schema (draft 2020-12), filling defaults; errors name the key path."""
+    """Validate against the JSON Schema (draft 2020-12), filling defaults; errors name the key path.
+
+    The sources are checked first, each against the schema branch of its kind (:func:`check_data_config`),
+    so that a bad source gets a readable message rather than the schema's ``oneOf`` one.
+    """
     import jsonschema
 
     schema = read_yaml(schema_path)
+    _check_sources(config.get("sources"), schema)
     validator_cls = jsonschema.validators.validator_for(schema)
     validator = _with_defaults(validator_cls)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
