@@ -14,6 +14,7 @@ if not workflow.config_settings.configfiles:
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/sources.smk"
 include: "rules/cluster.smk"
 include: "rules/tokenize.smk"
 include: "rules/train.smk"

@@ -4,12 +4,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # the package, also without `pip install`
 
-from plmscale.config import load_study, validate_config
+from plmscale.config import check_data_config, load_study, validate_config
 from plmscale import provenance
 from plmscale.provenance import code_digest
 from plmscale.split import SPLITS
 
 validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+check_data_config(config)
 STUDY = load_study(config)
 POINTS = STUDY.points()
 SOURCES = sorted(config["sources"])
@@ -35,20 +36,26 @@ wildcard_constraints:
 
 def source_fasta(wildcards):
     spec = config["sources"][wildcards.source]
-    folder = "embedded" if spec["kind"] == "embedded" else "download"
+    folder = spec["kind"] if spec["kind"] in ("embedded", "mmseqs_db", "subtract") else "download"
     return f"resources/{folder}/{wildcards.source}.fasta"
 
 
+def token_dirs(split, sources=None):
+    """The token shard directories of a split (all sources, in sorted source order, or ``sources``)."""
+    return [f"results/tokens/{split}/{source}/shard{k}" for source in sources or SOURCES for k in SHARDS]
+
+
 def token_manifests(split):
-    return [f"results/tokens/{split}/shard{k}/manifest.json" for k in SHARDS]
+    return [f"{d}/manifest.json" for d in token_dirs(split)]
 
 
 def token_files(split):
-    return [
-        f"results/tokens/{split}/shard{k}/{name}"
-        for k in SHARDS
-        for name in ("ids.npy", "offsets.npy", "manifest.json")
-    ]
+    return [f"{d}/{name}" for d in token_dirs(split) for name in ("ids.npy", "offsets.npy", "manifest.json")]
+
+
+def split_fastas(split):
+    """The FASTA files of one split, one per source, in sorted source order."""
+    return [f"results/split/{split}/{source}.fasta" for source in SOURCES]
 
 
 def run_dir(point):

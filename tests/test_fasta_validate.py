@@ -590,7 +590,7 @@ def test_source_with_an_unknown_key_names_the_key_and_the_allowed_ones() -> None
     [
         (
             {"kind": "ftp", "url": "x"},
-            "sources.extra: kind 'ftp' is not a source; set kind to one of ['embedded', 'url']",
+            "sources.extra: kind 'ftp' is not a source; set kind to one of ['embedded', ",
         ),
         ({"kind": "url"}, "sources.extra: missing key 'url' for kind 'url' (required: ['kind', 'url'])"),
         (
