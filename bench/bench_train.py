@@ -35,11 +35,11 @@ import transformers
 from plmscale import devices, peaks
 from plmscale.distributed import DistInfo
 from plmscale.fasta import read_fasta
+from plmscale.fasta_index import index_fasta
 from plmscale.flops import ModelShape, flops_per_token_with_attention
 from plmscale.model import build_model, count_parameters
 from plmscale.settings import ExecutionSettings, TrainJob, TrainSettings
 from plmscale.steps import StepBatches, train_step
-from plmscale.fasta_index import index_fasta
 from plmscale.tokenize import tokenize_shard
 from plmscale.tokens import esm_tokenizer
 from plmscale.train import _Trainer

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from plmscale.atomic import sha256_file
 from plmscale.data import PackedStream, Rows, _mapping, make_documents, store_documents
+from plmscale.fasta_index import index_fasta
 from plmscale.loader import Prefetcher, step_rows
 from plmscale.model import POSITION_OFFSET
-from plmscale.fasta_index import index_fasta
 from plmscale.tokenize import tokenize_shard
 from plmscale.tokens import (
     CLS_ID,

@@ -1,6 +1,5 @@
 """Packing, masks, targets and the LR schedule (the trainer itself: tests/test_train.py)."""
 
-
 import numpy as np
 import pytest
 import torch

@@ -13,11 +13,11 @@ import pytest
 import torch
 from plmscale import devices, memory, peaks
 from plmscale.devices import DEVICES, DeviceUnavailable, autocast, resolve_device
+from plmscale.fasta_index import index_fasta
 from plmscale.flops import ModelShape
 from plmscale.memory import check_memory_fits, estimate_training_memory_bytes
 from plmscale.model import build_model
 from plmscale.peaks import accelerator_entry, lookup_peak, mfu, peak_flops
-from plmscale.fasta_index import index_fasta
 from plmscale.tokenize import tokenize_shard
 
 HAS_ACCELERATOR = torch.cuda.is_available() or devices.probe_devices()["hpu_available"]

@@ -74,8 +74,9 @@ def test_real_linclust_groups_homologs_and_the_split_keeps_them_together(tmp_pat
     assert len({rep["a:fam0_a"], rep["a:fam1_a"], rep["a:fam2_a"]}) == 3
     outs = {(split, source): str(tmp_path / f"{split}.{source}.fasta")
             for split in ("train", "valid") for source in ("a", "b")}  # fmt: skip
+    halves = {"train": 0.5, "valid": 0.5}
     summary = split_stage(str(fasta), str(tmp_path / "m.parquet"), outs, str(tmp_path / "a.parquet"),
-                          str(tmp_path / "s.json"), fractions={"train": 0.5, "valid": 0.5}, seed=0)  # fmt: skip
+                          str(tmp_path / "s.json"), fractions=halves, seed=0)  # fmt: skip
     where = {r.id: key for key, p in outs.items() for r in read_fasta(p)}
     assert sorted(where) == sorted(i for i, _ in records)
     for f in range(3):
@@ -108,8 +109,8 @@ def test_split_refuses_a_membership_of_another_fasta(tmp_path):
     )
     outs = {("train", "a"): str(tmp_path / "t.fasta"), ("valid", "a"): str(tmp_path / "v.fasta")}
     with pytest.raises(ValueError, match=r"found record 'a:y' where .*m\.pq lists 'a:z'.*--forcerun cluster"):
-        split_stage(str(fasta), str(tmp_path / "m.pq"), outs, str(tmp_path / "a.pq"), str(tmp_path / "s.json"),
-                    fractions={"train": 0.5, "valid": 0.5}, seed=0)  # fmt: skip
+        split_stage(str(fasta), str(tmp_path / "m.pq"), outs, str(tmp_path / "a.pq"),
+                    str(tmp_path / "s.json"), fractions={"train": 0.5, "valid": 0.5}, seed=0)  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.fasta", "m.pq"]  # nothing half-written
 
 

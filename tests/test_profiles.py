@@ -26,7 +26,10 @@ def run_snakemake(*args: str, timeout: int = 300) -> subprocess.CompletedProcess
     env_path = f"{Path(sys.executable).parent}"
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(REPO), *args],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
         env={"PATH": f"{env_path}:/usr/bin:/bin", "HOME": str(Path.home())},  # no SLURM binaries needed
     )
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"

@@ -93,7 +93,9 @@ def sacct_since(start: datetime, workdir: Path) -> list[dict[str, str]]:
     fields = "JobID,JobName,Partition,AllocTRES,Timelimit,State,Comment,WorkDir"
     out = subprocess.run(
         ["sacct", "-X", "-P", "-n", "-a", "-S", start.strftime("%Y-%m-%dT%H:%M:%S"), f"--format={fields}"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rows = [dict(zip(fields.split(","), line.split("|"), strict=True)) for line in out.splitlines() if line]
     rows = [r for r in rows if Path(r["WorkDir"]).resolve() == workdir.resolve()]
@@ -259,7 +261,8 @@ def test_timeout_resumes_from_checkpoint_with_the_uninterrupted_loss(slurm_clust
     train_jobs = [j for j in sacct_since(start, workdir) if j["rule"] == "train"]
     states = [j["State"] for j in train_jobs]
     assert states[0] == "TIMEOUT" and states[-1] == "COMPLETED", (
-        f"{states}: the first attempt must hit its 1-minute limit; raise RESUME_SOLO_SECONDS if it finished")
+        f"{states}: the first attempt must hit its 1-minute limit; raise RESUME_SOLO_SECONDS if it finished"
+    )
     log = next((workdir / "logs/train").rglob("*.log")).read_text()
     assert re.search(r"resuming from checkpoint \S+ \(step \d+\)", log), log[-3000:]
     (done_path,) = (workdir / "results/runs").glob("*/*/*/done.json")

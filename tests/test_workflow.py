@@ -107,7 +107,8 @@ def test_no_cluster_spans_two_splits_and_tokens_cover_each_split(study):
                 for p in sorted((study / f"results/tokens/{split}/{source}").glob("*/manifest.json"))
             ]
             assert len(manifests) == 2
-            in_table = table.filter((pl.col("split") == split) & pl.col("member").str.starts_with(f"{source}:"))
+            of_source = pl.col("member").str.starts_with(f"{source}:")
+            in_table = table.filter((pl.col("split") == split) & of_source)
             assert sum(m["num_sequences"] for m in manifests) == n_seq == in_table.height
             assert sum(m["num_tokens"] for m in manifests) == residues + 2 * n_seq
 

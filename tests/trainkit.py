@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from plmscale.config import read_yaml
+from plmscale.fasta_index import index_fasta
 from plmscale.flops import ModelShape
 from plmscale.settings import EXECUTION_KEYS, ExecutionSettings, TrainJob, TrainSettings
-from plmscale.fasta_index import index_fasta
 from plmscale.tokenize import tokenize_shard
 from plmscale.train import train_run
 from safetensors.torch import load_file

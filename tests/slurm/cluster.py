@@ -126,8 +126,10 @@ def node_line() -> str:
     fields = dict(f.split("=", 1) for f in run(["slurmd", "-C"]).stdout.splitlines()[0].split() if "=" in f)
     cpus = max(int(fields.get("CPUs", 1)), MIN_CPUS)
     mem = max(int(fields.get("RealMemory", 1000)), MIN_MEM_MB)
-    return (f"NodeName={node_name()} NodeAddr=127.0.0.1 CPUs={cpus} Boards=1 SocketsPerBoard=1 "
-            f"CoresPerSocket={cpus} ThreadsPerCore=1 RealMemory={mem} Gres=gpu:{N_GPUS} State=UNKNOWN")
+    return (
+        f"NodeName={node_name()} NodeAddr=127.0.0.1 CPUs={cpus} Boards=1 SocketsPerBoard=1 "
+        f"CoresPerSocket={cpus} ThreadsPerCore=1 RealMemory={mem} Gres=gpu:{N_GPUS} State=UNKNOWN"
+    )
 
 
 def write_configs() -> None:
@@ -152,8 +154,8 @@ AuthType=auth/munge
 MpiDefault=none
 StateSaveLocation={LIB}/slurmctld
 SlurmdSpoolDir={LIB}/slurmd
-SlurmctldPidFile={PIDFILES['slurmctld']}
-SlurmdPidFile={PIDFILES['slurmd']}
+SlurmctldPidFile={PIDFILES["slurmctld"]}
+SlurmdPidFile={PIDFILES["slurmd"]}
 SlurmctldLogFile={LOGS}/slurmctld.log
 SlurmdLogFile={LOGS}/slurmd.log
 ProctrackType=proctrack/linuxproc
@@ -184,7 +186,7 @@ GresTypes=gpu
 DbdHost=localhost
 SlurmUser=root
 LogFile={LOGS}/slurmdbd.log
-PidFile={PIDFILES['slurmdbd']}
+PidFile={PIDFILES["slurmdbd"]}
 StorageType=accounting_storage/mysql
 StorageHost=localhost
 StorageLoc={DB_NAME}
@@ -256,9 +258,17 @@ def _start_mariadbd() -> None:
         run(["mariadb-install-db", "--user=mysql", "--datadir=/var/lib/mysql"], timeout=300)
     with open(LOGS / "mariadbd.log", "ab") as out:
         subprocess.Popen(
-            ["mariadbd", "--user=mysql", "--bind-address=127.0.0.1", f"--pid-file={PIDFILES['mariadbd']}",
-             "--socket=/run/mysqld/mysqld.sock"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            [
+                "mariadbd",
+                "--user=mysql",
+                "--bind-address=127.0.0.1",
+                f"--pid-file={PIDFILES['mariadbd']}",
+                "--socket=/run/mysqld/mysqld.sock",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
         )
 
 
@@ -315,11 +325,17 @@ def start(timeout: float = 90.0) -> None:
         if name == "mariadbd":
             _setup_db()
         if name == "slurmdbd":
-            _wait("slurmdbd to answer", lambda: subprocess.run(
-                ["sacctmgr", "-n", "list", "cluster"], capture_output=True).returncode == 0)
+            _wait(
+                "slurmdbd to answer",
+                lambda: (
+                    subprocess.run(["sacctmgr", "-n", "list", "cluster"], capture_output=True).returncode == 0
+                ),
+            )
     node = node_name()
-    _wait("slurmctld to answer",
-          lambda: subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0)
+    _wait(
+        "slurmctld to answer",
+        lambda: subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0,
+    )
     # a drain from an earlier bad config survives restarts in the state directory
     subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)
 

@@ -137,7 +137,8 @@ import numpy, polars, pyarrow.parquet  # the same imports at every size: RSS dif
 from plmscale.databench import peak_rss_bytes, run_stage
 start = time.perf_counter()
 result = run_stage(sys.argv[1], json.loads(sys.argv[2]))
-print(json.dumps({"seconds": time.perf_counter() - start, "result": result, "peak_rss_bytes": peak_rss_bytes()}))
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "result": result, "peak_rss_bytes": peak_rss_bytes()}))
 """
 
 _COMMAND = """

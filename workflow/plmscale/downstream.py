@@ -57,7 +57,12 @@ def max_window_hydropathy(sequence: str, window: int) -> float:
 
 
 def label_proteins(
-    valid_fastas: Sequence[str], test_fastas: Sequence[str], output: str, *, window: int, threshold: float,
+    valid_fastas: Sequence[str],
+    test_fastas: Sequence[str],
+    output: str,
+    *,
+    window: int,
+    threshold: float,
     max_proteins: int,
 ) -> pl.DataFrame:
     """The probe's data set: the first ``max_proteins`` proteins of the validation split (probe training)

@@ -17,8 +17,6 @@ class MemoryEstimateTooLarge(RuntimeError):
     """The estimated peak memory of a training step exceeds the device's memory."""
 
 
-
-
 def peak_memory_bytes(device: torch.device) -> int | None:
     """Peak memory since the last reset: CUDA/Gaudi ``max_memory_allocated`` (tensors), CPU the process's
     peak resident set (``ru_maxrss``; KiB on Linux, bytes on macOS; cannot be reset)."""

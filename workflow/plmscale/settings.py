@@ -333,7 +333,7 @@ def job_resources(config: Mapping[str, Any], run: TrainSettings) -> JobResources
     if n_devices > 1 and not str(train["launcher"]).strip():
         raise ValueError(
             f"a {run.objective} run of N={run.n_params:,} trains on {n_devices} devices (train.devices or "
-            "train.by_size) but train.launcher is empty; set train.launcher: \"torchrun --standalone "
+            'train.by_size) but train.launcher is empty; set train.launcher: "torchrun --standalone '
             '--nproc_per_node={devices}" (or "srun" inside an allocation)'
         )
     num_tokens = run.num_steps * run.tokens_per_step

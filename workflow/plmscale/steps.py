@@ -110,7 +110,9 @@ class StepBatches:
         self.device = device
         self._ahead = Prefetcher(
             lambda step: build_step(stream, run, info, micro_rows, step, attention_backend),
-            start, run.num_steps, depth=prefetch,
+            start,
+            run.num_steps,
+            depth=prefetch,
         )
 
     def __enter__(self) -> StepBatches:

@@ -79,6 +79,7 @@ __all__ = [
     "train_run",
 ]
 
+
 def learning_rate(step: int, total_steps: int, peak: float, warmup_steps: int, min_ratio: float) -> float:
     """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to ``min_ratio * peak`` at the
     last step (Hoffmann et al. 2022 §3: the cosine cycle matches the run's own length)."""
