@@ -249,6 +249,9 @@ def _config_with_url_source(tmp_path: Path, checksum: str) -> Path:
         fasta.write_text(">x1\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ*\n>x2\nMEEPQSDPSVEPPLSQETFSDLWKLLPENNV\n")
     config = yaml.safe_load(TEST_CONFIG.read_text())
     config["sources"]["extra"] = {"kind": "url", "url": f"file://{fasta}", "sha256": checksum}
+    # proportions are all-or-none: this test is about the download, so the sources are concatenated
+    for source in config["sources"].values():
+        source.pop("proportion", None)
     path = tmp_path / f"url-{checksum[:6]}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
