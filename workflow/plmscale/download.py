@@ -54,6 +54,7 @@ from plmscale.http_get import (
 from plmscale.metalink import parse_metalink
 
 __all__ = [
+    "ChecksumMismatch",
     "DownloadManifest",
     "DownloadSettings",
     "PermanentHTTPError",
@@ -77,7 +78,7 @@ class DownloadManifest:
     bytes: int
     md5: str
     sha256: str
-    checksum_origin: str  # "config" or "metalink <url>"
+    checksum_origin: str  # "config", "metalink <url>", or the caller's ``checksum_origin`` (see fetch)
     etag: str | None
     last_modified: str | None
     attempts: int
@@ -101,6 +102,18 @@ class DownloadManifest:
         values = {name: data[name] for name in names}
         values["resumed_from_bytes"] = tuple(int(n) for n in data["resumed_from_bytes"])
         return cls(**values)
+
+
+class ChecksumMismatch(ValueError):
+    """A complete body whose size or checksum differs from the expected one (the .part was deleted).
+
+    ``expected`` and ``actual`` map ``"sha256"``/``"md5"``/``"size"`` to the values compared (only those
+    that were expected), so that a caller can explain the mismatch in its own terms.
+    """
+
+    def __init__(self, message: str, expected: dict[str, Any], actual: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.expected, self.actual = expected, actual
 
 
 @dataclass(frozen=True)
@@ -127,17 +140,30 @@ def fetch(
     manifest: str | os.PathLike[str] | None = None,
     settings: DownloadSettings | None = None,
     log: Log = print,
+    unverified_ok: bool = False,
+    checksum_origin: str | None = None,
 ) -> DownloadManifest:
     """Download ``url`` to ``output``, verified; write ``manifest`` (if given) last and return it.
 
     At least one of ``sha256``, ``md5`` or ``metalink`` (a RELEASE.metalink naming the file's size and md5)
-    is required.  ``release`` pins the metalink's release; ``size`` is the expected length in bytes.
+    is required, unless ``unverified_ok`` is true: then a file without any checksum is downloaded as is
+    (still refused if it is an HTML page), and its observed sha256/md5 are returned for the caller to record
+    (:mod:`plmscale.locdata` writes them into a lock file).  ``checksum_origin`` replaces "config" as the
+    name of where ``sha256``/``md5`` came from, in the manifest and in error messages (e.g. "lock <path>";
+    for an unverified download, e.g. "none: first download, recorded in lock <path>").
+    ``release`` pins the metalink's release; ``size`` is the expected length in bytes.
     Raises ``OSError`` for network failures after the retries (the .part is kept: rerun to resume) and
-    ``ValueError`` for wrong content (HTML page, checksum or size mismatch, release mismatch).
+    ``ValueError`` for wrong content (HTML page, release mismatch; :class:`ChecksumMismatch` for a checksum
+    or size mismatch).
     """
     settings = settings or DownloadSettings()
     _check_scheme(url)
-    expected = _expected(url, sha256, md5, size, metalink, release, settings, log)
+    if unverified_ok and not (sha256 or md5 or metalink):
+        expected = _Expected(None, None, size, release, checksum_origin or "none: unverified download")
+    else:
+        expected = _expected(url, sha256, md5, size, metalink, release, settings, log)
+        if checksum_origin and expected.origin == "config":
+            expected = replace(expected, origin=checksum_origin)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     part = output.with_name(output.name + ".part")
@@ -158,8 +184,9 @@ def fetch(
         attempts=tally.attempts, resumed_from_bytes=tuple(tally.resumed_from),
         bytes_transferred=tally.transferred, date=datetime.now(UTC).isoformat(timespec="seconds"),
     )  # fmt: skip
+    checked = "NOT verified (no checksum)" if not (expected.sha256 or expected.md5) else "verified against"
     log(
-        f"download {url}: {nbytes} bytes verified against {expected.origin} (md5 {md5_got}); "
+        f"download {url}: {nbytes} bytes {checked} {expected.origin} (md5 {md5_got}); "
         f"{tally.attempts} attempt(s), resumed at {tally.resumed_from or 'none'}, "
         f"{tally.transferred} bytes transferred"
     )
@@ -383,11 +410,14 @@ def _verify(url: str, part: Path, sidecar: Path, expected: _Expected) -> tuple[i
                  if want and got[name] != want.lower()]  # fmt: skip
     if problems:
         _discard(part, sidecar)
-        raise ValueError(
+        wanted = {"sha256": expected.sha256, "md5": expected.md5, "size": expected.size}
+        raise ChecksumMismatch(
             f"checksum mismatch for {url}: {'; '.join(problems)} ({expected.origin}). The whole body arrived "
             "but is not the file the checksum describes (changed upstream, a new release, or corrupted in "
             "transit); the .part was deleted. Fix: rerun once; if it fails again, pin the release whose "
-            "checksum you have, or update the checksum from the source's release files"
+            "checksum you have, or update the checksum from the source's release files",
+            expected={k: v.lower() if isinstance(v, str) else v for k, v in wanted.items() if v is not None},
+            actual={"sha256": got["sha256"], "md5": got["md5"], "size": nbytes},
         )
     return nbytes, got["md5"], got["sha256"]
 

@@ -1,0 +1,415 @@
+"""Sequence classification on a protein LM backbone: frozen backbone + MLP head, or full fine-tuning.
+
+The recipe is ProtST's property-prediction setting as the Gaudi blog ran it (``localization_fix.yaml``;
+optimum-habana ``run_sequence_classification.py``): mean readout over the residues of the last hidden
+states, a two-layer MLP head (Linear(H, H), ReLU, Linear(H, K)), cross-entropy, Adam(W) at a constant
+learning rate (5e-5), batch 32 per device, bf16 autocast, evaluation on the validation split after every
+epoch and the best epoch's weights kept (``load_best_model_at_end``).  We add early stopping (``patience``
+epochs without a better validation accuracy) so that runs do not always last ``max_epochs``.
+
+``frozen``: the backbone runs in eval mode without gradients and only the head trains.  With
+``cache_features`` the mean-pooled features are computed once and the head trains on them; this is exactly
+what running the frozen backbone every step computes (eval mode, so no dropout: the same inputs give the
+same features), at a fraction of the cost.  The hardware benchmark sets ``cache_features=False`` to time
+what the blog timed (the backbone forward in every step).  ``full``: every weight trains.
+
+Several processes (torchrun / srun, one per device) train data-parallel (DDP): every global batch of
+``batch_size x world_size`` proteins is split between the ranks and each rank's summed loss is scaled by
+``world_size / global batch`` so that DDP's gradient average equals the gradient of the global batch mean,
+whatever the shard sizes; the run is then the one-process run with the global batch (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from plmscale.backbones import Backbone, ModelSpec, mean_readout, pad_batch
+from plmscale.devices import autocast, step_marker, synchronize
+from plmscale.distributed import DistInfo
+from plmscale.metrics import accuracy_mcc, bootstrap_intervals
+
+METHODS = ("frozen", "full")
+SINGLE_PROCESS = DistInfo(0, 1, 0)
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """How a classifier is trained (config ``downstream``; defaults are the blog's recipe)."""
+
+    method: str = "frozen"
+    lr: float = 5e-5
+    batch_size: int = 32  # per process
+    max_epochs: int = 100
+    patience: int = 10  # epochs without a better validation accuracy before stopping
+    max_length: int = 1024  # tokens incl. <cls>/<eos>; longer proteins are truncated
+    weight_decay: float = 0.0
+    seed: int = 0
+    n_bootstrap: int = 1000
+    cache_features: bool = True  # frozen only: embed once (exact, see the module docstring)
+    pad_to_max_length: bool = (
+        False  # pad every batch to max_length (the blog's script) instead of its longest
+    )
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"downstream method {self.method!r} is not one of {METHODS}")
+        for key in ("batch_size", "max_epochs", "patience", "n_bootstrap"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"downstream.{key} = {getattr(self, key)} must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FinetuneSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"finetune settings: unknown keys {unknown}")
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class Split:
+    sequences: tuple[str, ...]
+    labels: np.ndarray  # int64 label ids
+
+
+@dataclass
+class FinetuneOutcome:
+    """What a training run measured; ``predictions`` are the test split's, in order."""
+
+    predictions: np.ndarray
+    metrics: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    head_state: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Classifier(torch.nn.Module):
+    """Backbone, mean readout over residues, two-layer MLP head."""
+
+    def __init__(self, backbone: Backbone, n_classes: int) -> None:
+        super().__init__()
+        hidden = backbone.hidden_size
+        self.backbone = backbone
+        self.head = torch.nn.Sequential(
+            torch.nn.Linear(hidden, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, n_classes)
+        )
+
+    def features(
+        self, input_ids: torch.Tensor, attention: torch.Tensor, residue: torch.Tensor
+    ) -> torch.Tensor:
+        return mean_readout(self.backbone(input_ids, attention), residue)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention: torch.Tensor, residue: torch.Tensor
+    ) -> torch.Tensor:
+        return self.head(self.features(input_ids, attention, residue))
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """One (model, dataset, method) evaluation: what ``results/downstream/{dataset}/{method}/{model}.json``
+    holds."""
+
+    model: ModelSpec
+    dataset: str
+    method: str
+    n_classes: int
+    n_train: int
+    n_valid: int
+    n_test: int
+    metrics: dict[str, Any]
+    history: tuple[dict[str, float], ...]
+    settings: FinetuneSettings
+    device: str
+    precision: str
+    world_size: int
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["model"] = self.model.to_dict()
+        data["settings"] = self.settings.to_dict()
+        data["history"] = list(self.history)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FinetuneResult:
+        names = [f.name for f in fields(cls)]
+        missing, extra = sorted(set(names) - set(data)), sorted(set(data) - set(names))
+        if missing or extra:
+            raise ValueError(f"finetune result: missing keys {missing}, unknown keys {extra}")
+        values = dict(data)
+        values["model"] = ModelSpec.from_dict(data["model"])
+        values["settings"] = FinetuneSettings.from_dict(data["settings"])
+        values["history"] = tuple(data["history"])
+        return cls(**values)
+
+
+def parameter_digest(module: torch.nn.Module) -> str:
+    """sha256 over every parameter's bytes, in name order (to prove a frozen backbone did not change)."""
+    digest = hashlib.sha256()
+    for name, param in sorted(module.named_parameters()):
+        digest.update(name.encode())
+        digest.update(param.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _shard(indices: np.ndarray, dist: DistInfo) -> np.ndarray:
+    return np.array_split(indices, dist.world_size)[dist.rank]
+
+
+def _gather(local: list[Any], dist: DistInfo) -> list[Any]:
+    if dist.world_size == 1:
+        return local
+    import torch.distributed as tdist
+
+    parts: list[Any] = [None] * dist.world_size
+    tdist.all_gather_object(parts, local)
+    return [item for part in parts for item in part]
+
+
+class _Batches:
+    """Turns protein indices into the tensors of the trained module (token batches or cached features)."""
+
+    def __init__(self, backbone: Backbone, rows: list[np.ndarray], features: torch.Tensor | None, pad_to):
+        self.backbone, self.rows, self.features, self.pad_to = backbone, rows, features, pad_to
+
+    def __call__(self, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...]:
+        if self.features is not None:
+            return (self.features[torch.from_numpy(idx)].to(device),)
+        b = self.backbone
+        tensors = pad_batch([self.rows[i] for i in idx], b.pad_id, b.special_ids, pad_to=self.pad_to)
+        return tuple(t.to(device) for t in tensors)
+
+
+@torch.no_grad()
+def embed(
+    model: Classifier,
+    rows: list[np.ndarray],
+    *,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    dist: DistInfo,
+    pad_to: int | None = None,
+) -> torch.Tensor:
+    """Mean-pooled features (float32, CPU) of every row, each rank embedding its shard."""
+    model.backbone.eval()
+    mark = step_marker(device)
+    local = []
+    mine = _shard(np.arange(len(rows)), dist)
+    for first in range(0, len(mine), batch_size):
+        idx = mine[first : first + batch_size]
+        b = model.backbone
+        tensors = [
+            t.to(device) for t in pad_batch([rows[i] for i in idx], b.pad_id, b.special_ids, pad_to=pad_to)
+        ]
+        with autocast(device, precision):
+            feats = model.features(*tensors)
+        mark()
+        local.extend(zip(idx.tolist(), feats.float().cpu(), strict=True))
+    merged = sorted(_gather(local, dist), key=lambda item: item[0])
+    return torch.stack([vec for _, vec in merged]) if merged else torch.zeros(0, model.backbone.hidden_size)
+
+
+@torch.no_grad()
+def predict(
+    module: torch.nn.Module,
+    batches: _Batches,
+    n: int,
+    *,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    dist: DistInfo,
+) -> np.ndarray:
+    """Predicted class of proteins 0..n-1 (each rank predicts its shard; gathered)."""
+    module.eval()
+    mark = step_marker(device)
+    local: list[tuple[int, int]] = []
+    mine = _shard(np.arange(n), dist)
+    for first in range(0, len(mine), batch_size):
+        idx = mine[first : first + batch_size]
+        with autocast(device, precision):
+            logits = module(*batches(idx, device))
+        mark()
+        local.extend(zip(idx.tolist(), logits.argmax(-1).cpu().tolist(), strict=True))
+    merged = sorted(_gather(local, dist))
+    return np.asarray([p for _, p in merged], dtype=np.int64)
+
+
+def _global_batches(n: int, batch: int, seed: int, epoch: int) -> list[np.ndarray]:
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return [order[i : i + batch] for i in range(0, n, batch)]
+
+
+def train_classifier(
+    backbone: Backbone,
+    splits: Mapping[str, Split],
+    n_classes: int,
+    settings: FinetuneSettings,
+    *,
+    device: torch.device,
+    precision: str,
+    dist: DistInfo = SINGLE_PROCESS,
+    log: Callable[[str], Any] = print,
+    time_only_epochs: int | None = None,
+) -> FinetuneOutcome:
+    """Train on ``splits['train']``, select the epoch on ``splits['valid']``, score ``splits['test']``.
+
+    ``time_only_epochs`` (hardware benchmark): run exactly that many epochs without validation or early
+    stopping and return the per-epoch wall times in the history.
+    """
+    s = settings
+    torch.manual_seed(s.seed)
+    model = Classifier(backbone, n_classes).to(device)
+    rows = {name: backbone.tokenize(split.sequences, s.max_length) for name, split in splits.items()}
+    pad_to = s.max_length if s.pad_to_max_length else None
+    frozen = s.method == "frozen"
+    digest_before = parameter_digest(backbone) if frozen else None
+    backbone.requires_grad_(not frozen)
+    feats: dict[str, torch.Tensor | None] = dict.fromkeys(rows)
+    if frozen and s.cache_features:
+        for name in rows:
+            feats[name] = embed(
+                model,
+                rows[name],
+                batch_size=s.batch_size,
+                device=device,
+                precision=precision,
+                dist=dist,
+                pad_to=pad_to,
+            )
+    trained: torch.nn.Module = model.head if frozen and s.cache_features else model
+    batches = {name: _Batches(backbone, rows[name], feats[name], pad_to) for name in rows}
+    net = trained
+    if dist.world_size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        # full: a checkpoint may carry modules its forward never uses (EsmModel's contact head)
+        net = torch.nn.parallel.DistributedDataParallel(
+            trained, device_ids=ids, find_unused_parameters=not frozen
+        )
+    params = [p for p in trained.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    mark = step_marker(device)
+    labels = {name: torch.from_numpy(split.labels.astype(np.int64)) for name, split in splits.items()}
+    n_train = len(splits["train"].labels)
+    best = (-1.0, 0, copy.deepcopy(trained.state_dict()))
+    history: list[dict[str, float]] = []
+    bad_epochs = 0
+    for epoch in range(1, (time_only_epochs or s.max_epochs) + 1):
+        trained.train()
+        if frozen:
+            backbone.eval()  # no dropout in a frozen encoder, as in the cached path
+        synchronize(device)
+        t0 = time.perf_counter()
+        loss_sum, seen, skipped = 0.0, 0, 0
+        for global_idx in _global_batches(n_train, s.batch_size * dist.world_size, s.seed, epoch):
+            if len(global_idx) < dist.world_size:  # a rank would get no protein: skip this short tail
+                skipped += len(global_idx)
+                continue
+            idx = _shard(global_idx, dist)
+            target = labels["train"][torch.from_numpy(idx)].to(device)
+            with autocast(device, precision):
+                logits = net(*batches["train"](idx, device))
+            ce = torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum")
+            (ce * (dist.world_size / len(global_idx))).backward()
+            mark()
+            optimizer.step()
+            mark()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum += float(ce.detach())
+            seen += len(idx)
+        synchronize(device)
+        seconds = time.perf_counter() - t0
+        record = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "seconds": seconds,
+            "samples": seen * dist.world_size,
+            "skipped": skipped,
+        }
+        if time_only_epochs is None:
+            pred = predict(
+                trained,
+                batches["valid"],
+                len(labels["valid"]),
+                batch_size=s.batch_size,
+                device=device,
+                precision=precision,
+                dist=dist,
+            )
+            record["valid_accuracy"] = float(np.mean(pred == splits["valid"].labels))
+            if record["valid_accuracy"] > best[0]:
+                best, bad_epochs = (record["valid_accuracy"], epoch, copy.deepcopy(trained.state_dict())), 0
+            else:
+                bad_epochs += 1
+        history.append(record)
+        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        if time_only_epochs is None and bad_epochs >= s.patience:
+            log(f"early stop: no better validation accuracy for {s.patience} epochs; best epoch {best[1]}")
+            break
+    if time_only_epochs is not None:
+        return FinetuneOutcome(np.zeros(0, dtype=np.int64), {"epochs_run": len(history)}, history)
+    trained.load_state_dict(best[2])
+    test_pred = predict(
+        trained,
+        batches["test"],
+        len(labels["test"]),
+        batch_size=s.batch_size,
+        device=device,
+        precision=precision,
+        dist=dist,
+    )
+    metrics = score(splits["train"].labels, splits["test"].labels, test_pred, n_classes, s)
+    metrics.update(best_epoch=best[1], valid_accuracy_best=best[0], epochs_run=len(history))
+    if frozen:
+        metrics["backbone_unchanged"] = parameter_digest(backbone) == digest_before
+        assert metrics["backbone_unchanged"], "a frozen backbone changed during training"
+    head = {k: v.detach().cpu() for k, v in model.head.state_dict().items()}
+    return FinetuneOutcome(test_pred, metrics, history, head)
+
+
+def score(
+    train_labels: np.ndarray,
+    test_labels: np.ndarray,
+    test_pred: np.ndarray,
+    n_classes: int,
+    settings: FinetuneSettings,
+) -> dict[str, Any]:
+    """Test accuracy and MCC with bootstrap 95% intervals, and the majority-class baseline."""
+    acc, mcc = accuracy_mcc(test_labels, test_pred, n_classes)
+    ci = bootstrap_intervals(
+        test_labels, test_pred, n_classes, n_bootstrap=settings.n_bootstrap, seed=settings.seed
+    )
+    majority = int(np.bincount(train_labels, minlength=n_classes).argmax())
+    return {
+        "test_accuracy": acc,
+        "test_accuracy_lo": ci["accuracy"][0],
+        "test_accuracy_hi": ci["accuracy"][1],
+        "test_mcc": mcc,
+        "test_mcc_lo": ci["mcc"][0],
+        "test_mcc_hi": ci["mcc"][1],
+        "majority_accuracy": float(np.mean(test_labels == majority)),
+    }
+
+
+def split_from_table(table: Any, split: str, *, limit: int | None = None) -> Split:
+    """A :class:`Split` from the converted dataset Parquet's rows of ``split`` (columns sequence,
+    label_id), the first ``limit`` rows if given."""
+    rows = table.filter(table["split"] == split)
+    if limit is not None:
+        rows = rows.head(limit)
+    if rows.height == 0:
+        raise ValueError(f"the dataset has no {split!r} rows; check the conversion report")
+    return Split(tuple(rows["sequence"].to_list()), rows["label_id"].to_numpy().astype(np.int64))
