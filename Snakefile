@@ -20,6 +20,7 @@ include: "rules/tokenize.smk"
 include: "rules/train.smk"
 include: "rules/fit.smk"
 include: "rules/downstream.smk"
+include: "rules/hwbench.smk"
 include: "rules/plots.smk"
 include: "rules/paper.smk"
 

@@ -90,7 +90,8 @@ def final_outputs():
     for objective in STUDY.objectives:
         out.append(f"results/fits/{objective}.json")
         out += [f"results/figures/{objective}_{fig}.{ext}" for fig in FIGURES for ext in ("png", "svg")]
-    if config["downstream"]["enabled"] and "mlm" in STUDY.objectives and "test" in ACTIVE_SPLITS:
-        out += ["results/downstream/accuracy.csv", "results/figures/downstream_accuracy.png"]
+    if downstream_enabled():
+        out += ["results/downstream/results.csv", "results/figures/downstream_compute.png"]
+    out += hwbench_outputs()
     out.append("results/summary.json")
     return out

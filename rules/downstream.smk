@@ -1,54 +1,212 @@
-# Downstream (thin): membrane vs soluble localization, linear probe on each frozen MLM encoder.
-# Labels are computed proxies (Kyte-Doolittle hydropathy), not curated annotations; see README.
+# Downstream evaluation (ProtST's localization tasks): data sets -> one classifier per (data set, method,
+# model) -> results table -> accuracy-vs-pre-training-compute figure.
+#
+# Data sets: kind "table" (downloaded split files, verified by config checksums or the lock file of observed
+# ones in downstream.lock_dir, converted once to Parquet with a counts report, and checked for leakage against
+# the study's pre-training clusters); kind "proxy" (the embedded sample's offline stand-in: computed
+# hydropathy labels on the study's held-out proteins).  Models: the study's runs of downstream.objectives and
+# the external Hugging Face checkpoints of downstream.models (local paths, checked when the job starts).
+# Methods: frozen (backbone frozen, MLP head: the blog's recipe) and full fine-tuning; plmscale.finetune.
+#
+# Each classifier job runs under train.launcher with downstream.devices processes on train.device in
+# train.precision (execution settings: globals, not params, so changing them reruns nothing).
+import json as _json
+import re
+
+from plmscale.backbones import ModelSpec
+from plmscale.downstream_config import own_model_name, parse_downstream
+
+DS = parse_downstream(config["downstream"], STUDY.objectives)
+MODELS = {m.name: m for m in DS.external}
+for _p in POINTS:
+    if _p.objective in DS.objectives:
+        _name = own_model_name(_p.objective, _p.budget, _p.shape_name)
+        MODELS[_name] = ModelSpec(
+            name=_name, kind="own", path=f"{run_dir(_p)}/model", objective=_p.objective,
+            pretrain_flops=float(_p.flops), n_params=int(_p.n_params),
+        )  # fmt: skip
+DOWNSTREAM_EXECUTION = _json.dumps(
+    {"device": config["train"]["device"], "precision": config["train"]["precision"]}, sort_keys=True
+)
+DOWNSTREAM_LAUNCHER = launch_prefix(config["train"]["launcher"])
+DOWNSTREAM_DEVICES = int(config["downstream"].get("devices", 1))
 
 
-rule localization_labels:
+def downstream_enabled():
+    return DS.enabled and bool(DS.datasets) and bool(MODELS) and "test" in ACTIVE_SPLITS
+
+
+def finetune_outputs():
+    return [
+        f"results/downstream/{d}/{m}/{name}.json" for d in DS.datasets for m in DS.methods for name in MODELS
+    ]
+
+
+def model_inputs(wildcards):
+    spec = MODELS[wildcards.model]
+    if spec.kind != "own":  # an external checkpoint: checked by the job (a clear error naming the key)
+        return []
+    return [f"{Path(spec.path).parent}/done.json", f"{spec.path}/model.safetensors"]
+
+
+def finetune_job(wildcards):
+    """The job's run settings as JSON (the rerun trigger): model, data set, method settings, outputs."""
+    return _json.dumps(
+        {
+            "model": MODELS[wildcards.model].to_dict(), "dataset": wildcards.dataset,
+            "data": f"results/downstream/data/{wildcards.dataset}.parquet",
+            "n_classes": DS.n_classes(wildcards.dataset), "settings": DS.settings[wildcards.method].to_dict(),
+            "limits": DS.limits,
+            "output": f"results/downstream/{wildcards.dataset}/{wildcards.method}/{wildcards.model}.json",
+            "head": f"results/downstream/{wildcards.dataset}/{wildcards.method}/{wildcards.model}.head.pt",
+        },
+        sort_keys=True,
+    )  # fmt: skip
+
+
+wildcard_constraints:
+    dataset="|".join(re.escape(d) for d in DS.datasets) or "NO_DATASET",
+    method="frozen|full",
+    model="|".join(re.escape(m) for m in sorted(MODELS, key=len, reverse=True)) or "NO_MODEL",
+
+
+rule downstream_download:
+    # every split file of a table data set; the lock file is updated in place (not an output)
+    output:
+        "resources/downstream/{dataset}/download.json",
+    params:
+        spec=lambda w: _json.dumps(DS.datasets[w.dataset].to_dict(), sort_keys=True),
+        lock=lambda w: f"{DS.lock_dir}/{w.dataset}.lock.tsv",
+        code=script_code("downstream_download"),
+    log:
+        "logs/downstream/download/{dataset}.log",
+    script:
+        "../scripts/downstream_download.py"
+
+
+rule downstream_convert:
+    input:
+        "resources/downstream/{dataset}/download.json",
+    output:
+        data="results/downstream/data/{dataset}.parquet",
+        report="results/downstream/data/{dataset}.report.json",
+    params:
+        spec=lambda w: _json.dumps(DS.datasets[w.dataset].to_dict(), sort_keys=True),
+        code=script_code("downstream_convert"),
+    wildcard_constraints:
+        dataset="|".join(DS.table_datasets()) or "NO_DATASET",
+    log:
+        "logs/downstream/convert/{dataset}.log",
+    script:
+        "../scripts/downstream_convert.py"
+
+
+rule proxy_dataset:
     input:
         valid=split_fastas("valid"),
         test=split_fastas("test"),
     output:
-        "results/downstream/labels.tsv",
+        data="results/downstream/data/{dataset}.parquet",
+        report="results/downstream/data/{dataset}.report.json",
     params:
-        window=config["downstream"]["window"],
-        threshold=config["downstream"]["threshold"],
-        max_proteins=config["downstream"]["max_proteins"],
-        code=script_code("localization_labels"),
+        window=lambda w: DS.datasets[w.dataset].window,
+        threshold=lambda w: DS.datasets[w.dataset].threshold,
+        max_proteins=lambda w: DS.datasets[w.dataset].max_proteins,
+        code=script_code("proxy_dataset"),
+    wildcard_constraints:
+        dataset="|".join(DS.proxy_datasets()) or "NO_DATASET",
     log:
-        "logs/downstream/labels.log",
+        "logs/downstream/proxy/{dataset}.log",
     script:
-        "../scripts/localization_labels.py"
+        "../scripts/proxy_dataset.py"
 
 
-rule probe:
+rule downstream_leakage:
+    # evaluation proteins in an MMseqs2 cluster with a pre-training protein (the study's clustering)
     input:
-        labels="results/downstream/labels.tsv",
-        config="results/runs/mlm/{budget}/{shape}/model/config.json",
-        weights="results/runs/mlm/{budget}/{shape}/model/model.safetensors",
+        data="results/downstream/data/{dataset}.parquet",
+        pretrain=split_fastas("train"),
     output:
-        "results/downstream/mlm/{budget}/{shape}.json",
+        "results/downstream/data/{dataset}.leakage.json",
     params:
-        context=config["train"]["context"],
-        l2=config["downstream"]["l2"],
-        seed=config["train"]["seed"],
-        code=script_code("probe"),
+        # the clustering itself; threads, memory and scratch are execution settings read by the script
+        cluster=_json.dumps(
+            {k: config["cluster"][k] for k in ("mmseqs", "method", "min_seq_id", "coverage", "cov_mode")},
+            sort_keys=True,
+        ),
+        code=script_code("downstream_leakage"),
+    threads: config["cluster"]["threads"]
+    resources:
+        mem_mb=config["cluster"]["mem_mb"],
+    log:
+        "logs/downstream/leakage/{dataset}.log",
+    script:
+        "../scripts/downstream_leakage.py"
+
+
+rule finetune:
+    input:
+        data="results/downstream/data/{dataset}.parquet",
+        model=model_inputs,
+    output:
+        result="results/downstream/{dataset}/{method}/{model}.json",
+        head="results/downstream/{dataset}/{method}/{model}.head.pt",
+    params:
+        job=finetune_job,
+        code=code_digest("downstream_cli"),
     threads: config["train"]["threads"]
+    resources:
+        devices=DOWNSTREAM_DEVICES,
     log:
-        "logs/downstream/mlm/{budget}/{shape}.log",
-    # train.device / train.precision are execution settings: the script reads them from the config, not
-    # params, so changing them reruns nothing.  A device the job did not get fails (no CPU fallback).
-    script:
-        "../scripts/probe.py"
+        "logs/downstream/{dataset}/{method}/{model}.log",
+    shell:
+        "export PLMSCALE_DEVICES={resources.devices}; "
+        "PYTHONPATH={TRAIN_PACKAGE_DIR:q}${{PYTHONPATH:+:$PYTHONPATH}} "
+        "{DOWNSTREAM_LAUNCHER} {TRAIN_PYTHON:q} -m plmscale.downstream_cli finetune --job {params.job:q} "
+        "--execution {DOWNSTREAM_EXECUTION:q} --threads {threads} > {log:q} 2>&1"
 
 
-rule probe_table:
+rule downstream_table:
     input:
-        probes=lambda w: [f"results/downstream/mlm/{p.budget}/{p.shape_name}.json" for p in points_of("mlm")],
-        evals=lambda w: [eval_file(p) for p in points_of("mlm")],
+        results=finetune_outputs(),
+        reports=expand("results/downstream/data/{dataset}.report.json", dataset=list(DS.datasets)),
+        leakage=expand(
+            "results/downstream/data/{dataset}.leakage.json",
+            dataset=DS.table_datasets() if DS.leakage else [],
+        ),
     output:
-        "results/downstream/accuracy.csv",
+        results="results/downstream/results.csv",
+        datasets="results/downstream/datasets.csv",
     params:
-        code=script_code("probe_table"),
+        code=script_code("downstream_table"),
     log:
         "logs/downstream/table.log",
     script:
-        "../scripts/probe_table.py"
+        "../scripts/downstream_table.py"
+
+
+rule plot_downstream:
+    input:
+        "results/downstream/results.csv",
+    output:
+        png=report(
+            "results/figures/downstream_compute.png",
+            caption="report/downstream_compute.rst",
+            category="Downstream",
+            labels={"figure": "accuracy vs pre-training compute"},
+        ),
+        svg="results/figures/downstream_compute.svg",
+    params:
+        dpi=config["plots"]["dpi"],
+        code=script_code("plot_downstream"),
+    log:
+        "logs/plots/downstream.log",
+    script:
+        "../scripts/plot_downstream.py"
+
+
+rule downstream:
+    # the downstream stage alone: every classifier, the tables and the figure
+    input:
+        "results/downstream/results.csv",
+        "results/figures/downstream_compute.png",

@@ -29,23 +29,3 @@ rule plot_objective:
         "logs/plots/{objective}.log",
     script:
         "../scripts/plot_objective.py"
-
-
-rule plot_downstream:
-    input:
-        "results/downstream/accuracy.csv",
-    output:
-        png=report(
-            "results/figures/downstream_accuracy.png",
-            caption="report/downstream_accuracy.rst",
-            category="Downstream",
-            labels={"figure": "membrane vs soluble probe"},
-        ),
-        svg="results/figures/downstream_accuracy.svg",
-    params:
-        dpi=config["plots"]["dpi"],
-        code=script_code("plot_downstream"),
-    log:
-        "logs/plots/downstream.log",
-    script:
-        "../scripts/plot_downstream.py"

@@ -20,11 +20,11 @@ import shlex
 from plmscale.settings import TrainJob, TrainSource, execution_config, job_resources, run_settings
 
 
-def _train_launcher():
+def launch_prefix(launcher):
     """Launch prefix with `{devices}` standing for the job's process count, e.g.
     `torchrun --standalone --nproc_per_node={devices}` or `srun`; torchrun gets --no-python because the
     command it wraps is the python interpreter."""
-    launcher = str(config["train"]["launcher"] or "").strip()
+    launcher = str(launcher or "").strip()
     words = launcher.split()
     is_torchrun = bool(words) and (Path(words[0]).name == "torchrun" or "torch.distributed.run" in words)
     if is_torchrun and "--no-python" not in words and "--no_python" not in words:
@@ -70,7 +70,7 @@ TRAIN_STOP_BEFORE_LIMIT = bool(config["train"]["stop_before_limit"])
 # With train.stop_before_limit the trainer stops --time-limit-s seconds after its start: the job's runtime
 # minus the margin (capped at a quarter of the runtime, for short test limits).  Without it the job runs into
 # the scheduler's limit (SIGTERM -> checkpoint -> exit; SLURM records TIMEOUT).
-TRAIN_LAUNCHER = _train_launcher()
+TRAIN_LAUNCHER = launch_prefix(config["train"]["launcher"])
 TRAIN_SHELL = (
     "export PLMSCALE_DEVICES={resources.devices}; "
     "PYTHONPATH={TRAIN_PACKAGE_DIR:q}${{PYTHONPATH:+:$PYTHONPATH}} "

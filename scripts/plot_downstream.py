@@ -1,7 +1,9 @@
-"""Snakemake entry point: the downstream probe figure (see plmscale.plots)."""
+"""Snakemake entry point: downstream accuracy against pre-training compute (plmscale.downstream_plots)."""
 
-from plmscale.plots import plot_downstream
+from plmscale.downstream_plots import downstream_compute_figure
 from plmscale.snake import logged
 
 with logged(snakemake.log[0]):
-    plot_downstream(snakemake.input[0], snakemake.output.png, snakemake.output.svg, dpi=snakemake.params.dpi)
+    downstream_compute_figure(
+        snakemake.input[0], snakemake.output.png, snakemake.output.svg, dpi=snakemake.params.dpi
+    )

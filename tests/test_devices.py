@@ -182,7 +182,7 @@ def test_cpu_memory_queries():
     assert devices.describe_device(cpu).startswith(f"cpu ({torch.get_num_threads()} threads, ")
 
 
-# --- evaluate and probe on a requested device: tiny real artifacts ------------------------------------
+# --- evaluate and downstream features on a requested device: tiny real artifacts ---------------------------
 
 
 @pytest.fixture(scope="module")
@@ -200,13 +200,6 @@ def artifacts(tmp_path_factory):
     done = {"n_params_non_embedding": 1, "num_tokens": 1, "flops": 1.0, "flops_budget": 1.0,
             "settings": {"shape": "L1_d16_h2"}}  # fmt: skip
     (base / "done.json").write_text(json.dumps(done))
-    hydrophobic, charged = "LIVLLIVLAILLVIVALLI", "KDEKRDEKQNDEKRKDE"
-    rows = ["id\tsplit\tlength\tmax_window_hydropathy\tlabel\tsequence"]
-    for i in range(8):
-        split = "probe_train" if i < 4 else "probe_test"
-        seq, label = (motif + hydrophobic, "membrane") if i % 2 else (motif + charged, "soluble")
-        rows.append(f"p{i}\t{split}\t{len(seq)}\t0\t{label}\t{seq}")
-    (base / "labels.tsv").write_text("\n".join(rows) + "\n")
     return base
 
 
@@ -234,19 +227,6 @@ def test_evaluate_on_absent_gaudi_fails_before_any_work(artifacts, tmp_path, mon
     assert not out.exists()
 
 
-@no_accelerator
-def test_probe_on_absent_gpu_fails_before_any_work(artifacts, tmp_path, monkeypatch):
-    import plmscale.evaluate
-    from plmscale.downstream import probe_run
-
-    monkeypatch.setattr(plmscale.evaluate, "load_model", _no_work)
-    out = tmp_path / "probe.json"
-    with pytest.raises(DeviceUnavailable, match=r"train.device='cuda'.*GPU"):
-        probe_run(str(artifacts / "model"), str(artifacts / "labels.tsv"), str(out), context=32, l2=1e-3,
-                  seed=0, device="cuda")  # fmt: skip
-    assert not out.exists()
-
-
 def test_evaluate_bf16_on_cpu_matches_fp32(artifacts, tmp_path):
     fp32 = _evaluate(artifacts, tmp_path / "fp32.json", device="cpu", precision="fp32")
     bf16 = _evaluate(artifacts, tmp_path / "bf16.json", device="auto", precision="bf16")
@@ -259,18 +239,17 @@ def test_evaluate_bf16_on_cpu_matches_fp32(artifacts, tmp_path):
     assert json.loads((tmp_path / "bf16.json").read_text()) == bf16
 
 
-def test_probe_runs_in_bf16_on_cpu_and_embeddings_match_fp32(artifacts, tmp_path):
-    from plmscale.downstream import embed, probe_run
-    from plmscale.evaluate import load_model
+def test_downstream_features_in_bf16_on_cpu_match_fp32(artifacts):
+    from plmscale.backbones import ModelSpec, load_backbone
+    from plmscale.distributed import DistInfo
+    from plmscale.finetune import Classifier, embed
 
-    model = load_model(artifacts / "model", "mlm")
-    seqs = ["MKTAYIAKQRQISFVK", "LIVLLIVLAILLVIVALLIK"]
-    fp32 = embed(model, seqs, 32)
-    bf16 = embed(model, seqs, 32, precision="bf16")
-    assert fp32.dtype == bf16.dtype == np.float64 and fp32.shape == bf16.shape == (2, 16)
+    backbone = load_backbone(ModelSpec("run", "own", str(artifacts / "model"), objective="mlm"))
+    rows = backbone.tokenize(["MKTAYIAKQRQISFVK", "LIVLLIVLAILLVIVALLIK"], 1024)
+    model = Classifier(backbone, 2)
+    cpu, one = torch.device("cpu"), DistInfo(0, 1, 0)
+    fp32 = embed(model, rows, batch_size=2, device=cpu, precision="fp32", dist=one)
+    bf16 = embed(model, rows, batch_size=2, device=cpu, precision="bf16", dist=one)
+    assert fp32.dtype == bf16.dtype == torch.float32 and fp32.shape == bf16.shape == (2, 16)
     # LayerNorm-scaled hidden states are O(1); bf16 keeps ~3 significant digits
-    assert np.abs(bf16 - fp32).max() < 0.05
-    result = probe_run(str(artifacts / "model"), str(artifacts / "labels.tsv"), str(tmp_path / "p.json"),
-                       context=32, l2=1e-3, seed=0, device="cpu", precision="bf16")  # fmt: skip
-    assert result["n_train"] == result["n_test"] == 4
-    assert result["embed_precision"] == "bf16" and result["embed_device"].startswith("cpu (")
+    assert 0 < (bf16 - fp32).abs().max() < 0.05

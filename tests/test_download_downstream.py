@@ -1,8 +1,7 @@
-"""Downstream labels and probe vs hand-worked values (the download tests are in tests/test_download.py)."""
+"""The proxy task's hydropathy labels vs hand-worked values (classifier tests: tests/test_finetune.py)."""
 
-import numpy as np
 import pytest
-from plmscale.downstream import binary_metrics, fit_logistic, max_window_hydropathy
+from plmscale.downstream import max_window_hydropathy
 
 
 def test_hydropathy_window_hand_worked():
@@ -14,20 +13,42 @@ def test_hydropathy_window_hand_worked():
     assert max_window_hydropathy("K" * 50, 19) < 1.6
 
 
-def test_binary_metrics_hand_worked():
-    y = np.array([1, 1, 0, 0, 0])
-    p = np.array([1, 0, 0, 0, 1])
-    m = binary_metrics(y, p)
-    assert m["accuracy"] == pytest.approx(3 / 5)
-    assert m["balanced_accuracy"] == pytest.approx(0.5 * (1 / 2 + 2 / 3))
-    # MCC = (tp tn - fp fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn)) = (1*2 - 1*1) / sqrt(2*2*3*3) = 1/6
-    assert m["mcc"] == pytest.approx(1 / 6)
+def test_proxy_dataset_labels_and_splits(tmp_path):
+    import json
 
+    import polars as pl
+    from plmscale.downstream import proxy_dataset
 
-def test_logistic_probe_separates_separable_data():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(200, 3))
-    y = (x[:, 0] - 0.5 * x[:, 1] > 0).astype(int)
-    w, b = fit_logistic(x, y, l2=1e-4)
-    assert np.mean(((x @ w + b) > 0) == y) > 0.97
-    assert w[0] > 0 > w[1] and abs(w[2]) < abs(w[1])
+    membrane = "K" * 20 + "L" * 19 + "K" * 20  # a 19-residue window of mean hydropathy 3.8 > 1.6
+    soluble = "KDEKRDEKQNDEKRKDEGS" * 3
+    valid = [membrane, soluble] * 5  # task train: the first 4, task valid: the next max(2, 4 // 2) = 2
+    test = [soluble, membrane, soluble, membrane, soluble]
+    for name, seqs in (("valid", valid), ("test", test)):
+        (tmp_path / f"{name}.fasta").write_text("".join(f">{name}{i}\n{s}\n" for i, s in enumerate(seqs)))
+    out, report = tmp_path / "proxy.parquet", tmp_path / "proxy.report.json"
+    proxy_dataset(
+        [str(tmp_path / "valid.fasta")],
+        [str(tmp_path / "test.fasta")],
+        str(out),
+        str(report),
+        window=19,
+        threshold=1.6,
+        max_proteins=4,
+    )
+    table = pl.read_parquet(out)
+    by_split = {s: table.filter(pl.col("split") == s) for s in ("train", "valid", "test")}
+    assert by_split["train"]["id"].to_list() == ["valid0", "valid1", "valid2", "valid3"]
+    assert by_split["valid"]["id"].to_list() == ["valid4", "valid5"]
+    assert by_split["test"]["label"].to_list() == ["soluble", "membrane", "soluble", "membrane"]
+    assert by_split["train"]["label_id"].to_list() == [1, 0, 1, 0]
+    assert json.loads(report.read_text())["splits"]["test"]["class_counts"] == {"soluble": 2, "membrane": 2}
+    with pytest.raises(ValueError, match="both"):
+        proxy_dataset(
+            [str(tmp_path / "valid.fasta")],
+            [str(tmp_path / "test.fasta")],
+            str(out),
+            str(report),
+            window=19,
+            threshold=9.0,
+            max_proteins=4,
+        )

@@ -1,5 +1,5 @@
-"""Downstream-vs-compute and hardware-benchmark figures (plmscale.downstream_plots) on hand-built tables:
-the files are written, and the numbers they encode are the hand-worked ones."""
+"""Downstream-vs-compute and hardware-benchmark figures (plmscale.downstream_plots, plmscale.hwbench_plots)
+on hand-built tables: the files are written, and the numbers they encode are the hand-worked ones."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import polars as pl
 import pytest
 from plmscale import downstream_plots as dp
+from plmscale import hwbench_plots as hw
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -154,9 +155,9 @@ def test_all_flops_missing_still_reads_numeric(tmp_path):
 
 
 def test_speedups_and_scaling_hand_worked(hw_tables):
-    inference, finetune = dp.read_inference(hw_tables[0]), dp.read_finetune(hw_tables[1])
-    assert dp.resolve_reference(inference, finetune) == "cuda"
-    speeds = dp.speedups(inference, finetune, "cuda")
+    inference, finetune = hw.read_inference(hw_tables[0]), hw.read_finetune(hw_tables[1])
+    assert hw.resolve_reference(inference, finetune) == "cuda"
+    speeds = hw.speedups(inference, finetune, "cuda")
     got = {(r["workload"], r["setting"], r["device"]): r["speedup"] for r in speeds.iter_rows(named=True)}
     assert got == pytest.approx(
         {
@@ -169,10 +170,10 @@ def test_speedups_and_scaling_hand_worked(hw_tables):
         }
     )
     # against the CPU, the GPU is 4x faster at max_length padding and 10x at fine-tuning
-    cpu_ref = dp.speedups(inference, finetune, "cpu").filter(pl.col("device") == "cuda")
+    cpu_ref = hw.speedups(inference, finetune, "cpu").filter(pl.col("device") == "cuda")
     assert cpu_ref["speedup"].to_list() == pytest.approx([4.0, 2.0, 10.0])
 
-    scaled = dp.scaling(finetune).filter(pl.col("device") == "cuda")
+    scaled = hw.scaling(finetune).filter(pl.col("device") == "cuda")
     assert scaled["n_devices"].to_list() == [1, 2, 4]
     assert scaled["ideal_samples_per_s"].to_list() == pytest.approx([50.0, 100.0, 200.0])
     assert scaled["speedup_vs_one"].to_list() == pytest.approx([1.0, 1.8, 3.2])
@@ -181,28 +182,28 @@ def test_speedups_and_scaling_hand_worked(hw_tables):
 
 def test_hwbench_figures_and_markdown(hw_tables, tmp_path):
     outputs = _outputs(tmp_path)
-    speeds = dp.hwbench_figures(str(hw_tables[0]), str(hw_tables[1]), outputs, dpi=60)
+    speeds = hw.hwbench_figures(str(hw_tables[0]), str(hw_tables[1]), outputs, dpi=60)
     for name in ("inference_time", "speedup", "scaling"):
         _assert_figure_files(tmp_path / f"{name}.png", tmp_path / f"{name}.svg")
     assert speeds["reference"].unique().to_list() == ["cuda"]
     svg = (tmp_path / "speedup.svg").read_text()
     assert "0.25x" in svg and "0.10x" in svg and "1.00x" in svg
 
-    fig = dp.speedup_fig(speeds, dp.device_labels(dp.read_inference(hw_tables[0])), "cuda")
+    fig = hw.speedup_fig(speeds, hw.device_labels(hw.read_inference(hw_tables[0])), "cuda")
     ax = fig.axes[0]
     assert sorted(t.get_text() for t in ax.texts) == ["0.10x", "0.25x", "0.50x", "1.00x", "1.00x", "1.00x"]
     assert "cuda (NVIDIA H200)" in ax.get_title()
     plt.close(fig)
 
-    fig = dp.scaling_fig(dp.scaling(dp.read_finetune(hw_tables[1])), {"cpu": "cpu", "cuda": "cuda"})
+    fig = hw.scaling_fig(hw.scaling(hw.read_finetune(hw_tables[1])), {"cpu": "cpu", "cuda": "cuda"})
     assert {"90%", "80%"} <= {t.get_text() for t in fig.axes[0].texts}
     plt.close(fig)
 
-    fig = dp.inference_time_fig(dp.read_inference(hw_tables[0]))
+    fig = hw.inference_time_fig(hw.read_inference(hw_tables[0]))
     assert "10 s\n10 seq/s" in [t.get_text() for t in fig.axes[0].texts]
     plt.close(fig)
 
-    md = dp.hwbench_table_markdown(str(hw_tables[0]), str(hw_tables[1]))
+    md = hw.hwbench_table_markdown(str(hw_tables[0]), str(hw_tables[1]))
     assert "### Inference" in md and "### Fine-tuning" in md and "### Speedup against cuda" in md
     assert "| inference | padding=max_length | cpu | Xeon | 0.25x |" in md
     assert "| fine-tuning, 1 device | method=full | cpu | Xeon | 0.10x |" in md
@@ -214,21 +215,21 @@ def test_single_device_and_explicit_reference(tmp_path):
     _inference([r for r in INFERENCE if r[0] == "cpu"]).write_csv(inf)
     _finetune([r for r in FINETUNE if r[0] == "cpu"]).write_csv(ft)
     outputs = _outputs(tmp_path)
-    speeds = dp.hwbench_figures(str(inf), str(ft), outputs, dpi=60)
+    speeds = hw.hwbench_figures(str(inf), str(ft), outputs, dpi=60)
     assert speeds["speedup"].to_list() == pytest.approx([1.0, 1.0, 1.0])
-    fig = dp.speedup_fig(speeds, {"cpu": "cpu (Xeon)"}, "cpu")
+    fig = hw.speedup_fig(speeds, {"cpu": "cpu (Xeon)"}, "cpu")
     assert "only one device" in fig.axes[0].get_title() and "1.00x" in fig.axes[0].get_title()
     plt.close(fig)
     with pytest.raises(ValueError, match="hpu"):
-        dp.hwbench_figures(str(inf), str(ft), outputs, reference="hpu", dpi=60)
+        hw.hwbench_figures(str(inf), str(ft), outputs, reference="hpu", dpi=60)
 
 
 def test_empty_tables_raise_naming_the_file(hw_tables, tmp_path):
     header_only = tmp_path / "inference_empty.csv"
     _inference(INFERENCE).head(0).write_csv(header_only)
     with pytest.raises(ValueError, match=r"inference_empty\.csv"):
-        dp.hwbench_figures(str(header_only), str(hw_tables[1]), _outputs(tmp_path), dpi=60)
+        hw.hwbench_figures(str(header_only), str(hw_tables[1]), _outputs(tmp_path), dpi=60)
     blank = tmp_path / "finetune_blank.csv"
     blank.write_text("")
     with pytest.raises(ValueError, match=r"finetune_blank\.csv"):
-        dp.hwbench_table_markdown(str(hw_tables[0]), str(blank))
+        hw.hwbench_table_markdown(str(hw_tables[0]), str(blank))

@@ -268,6 +268,20 @@ def test_inference_benchmark_pads_as_asked_and_agrees_with_training_predictions(
     # batch-1 inference with the trained head reproduces the training code's test accuracy
     assert by["none"]["test_accuracy"] == pytest.approx(out.metrics["test_accuracy"])
     assert by["max_length"]["test_accuracy"] == pytest.approx(out.metrics["test_accuracy"])
+    # the blog's setting: the whole model cast to bf16 (8-bit mantissa) changes few predictions, if any
+    bf16 = inference_benchmark(
+        backbone,
+        splits["test"],
+        3,
+        head_state=out.head_state,
+        device=CPU,
+        precision="bf16",
+        max_length=64,
+        warmup=0,
+        paddings=("none",),
+    )
+    assert bf16[0]["precision"] == "bf16"
+    assert bf16[0]["test_accuracy"] == pytest.approx(out.metrics["test_accuracy"], abs=0.1)
 
 
 def test_finetune_benchmark_and_scaling_table(esm_dir, dataset):

@@ -22,14 +22,8 @@ import polars as pl
 import pytest
 from plmscale.download import DownloadSettings, fetch
 from plmscale.leakage import leakage_report
-from plmscale.locdata import (
-    SPLITS,
-    TableDataset,
-    convert_dataset,
-    download_dataset,
-    load_split,
-    read_lock,
-)
+from plmscale.locdata import SPLITS, TableDataset, convert_dataset, load_split
+from plmscale.lockfile import download_dataset, read_lock
 from plmscale.mmseqs import ClusterSettings, find_mmseqs
 
 FAST = DownloadSettings(retries=1, backoff_s=0.01, backoff_max_s=0.02, read_timeout_s=5.0)

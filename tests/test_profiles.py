@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 PROFILES = {p.parent.name: p.parent for p in sorted((REPO / "config" / "profiles").glob("*/config.yaml"))}
 PAPER = REPO / "config" / "paper.yaml"
 AGGREGATE_RULES = {"all", "data", "runs", "paper_figures"}  # no outputs: never submitted as jobs
-GPU_RULES = ("train", "evaluate", "probe")
+GPU_RULES = ("train", "evaluate", "finetune")
+HW_PARTITIONS = {"cuda": "gpu", "hpu": "gaudi"}  # hwbench_*_<device> in every profile
 
 
 def run_snakemake(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -97,8 +98,14 @@ def test_paper_grid_dry_run_requests_accelerators_and_time_limits(paper_plan):
             continue
         assert int(float(res["runtime"])) >= 1, (rule, wildcards, res)
         assert int(res["mem_mb"]) >= 1000, (rule, wildcards, res)
-        if rule in GPU_RULES:
-            # the accelerator partition; train asks per run size (gpu = processes), evaluate/probe for one
+        device = rule.rsplit("_", 1)[-1]
+        if rule.startswith("hwbench_") and device in HW_PARTITIONS:
+            # one run compares the devices: each device's jobs go to its own partition, with n devices
+            assert res["slurm_partition"] == HW_PARTITIONS[device], (rule, res)
+            expect = wildcards["n"] if "finetune" in rule else "1"
+            assert res["gpu"] == expect and "cpus_per_gpu" in res, (rule, wildcards, res)
+        elif rule in GPU_RULES:
+            # the accelerator partition; train asks per run size (gpu = processes), evaluate/finetune for one
             partition = "gpu" if name == "slurm" else "gaudi"
             assert res["slurm_partition"] == partition and "cpus_per_gpu" in res, res
             expect = res["devices"] if rule == "train" else "1"
@@ -121,3 +128,12 @@ def test_paper_grid_gives_large_shapes_the_devices_and_memory_they_need(paper_pl
 def test_profiles_ask_the_trainer_for_their_accelerator(name, device):
     """A job on an accelerator partition never trains on the host CPU: the profile sets train.device."""
     assert load(name)["config"] == [f"train={{device: {device}}}"]
+
+
+def test_paper_hwbench_jobs_cover_every_device_and_count(paper_plan):
+    _, jobs = paper_plan
+    hw = yaml.safe_load(PAPER.read_text())["hwbench"]
+    planned = {(rule, w.get("n")) for rule, w, _ in jobs if rule.startswith("hwbench_")}
+    expected = {(f"hwbench_infer_{d}", None) for d in hw["devices"]}
+    expected |= {(f"hwbench_finetune_{d}", str(n)) for d in hw["devices"] for n in hw["device_counts"]}
+    assert expected <= planned and {"cuda", "hpu"} <= set(hw["devices"])

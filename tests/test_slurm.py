@@ -66,7 +66,8 @@ def site_overlay(tmp: Path, extra: dict | None = None) -> Path:
 
 
 def small_config(tmp: Path, train: dict | None = None, **grid) -> Path:
-    """The test study with a smaller grid: MLM only (probe needs MLM runs), one budget, three shapes."""
+    """The test study with a smaller grid: MLM only (downstream evaluates MLM runs), one budget, three
+    shapes."""
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["train"].update(train or {})
     cfg["grid"].update({"objectives": ["mlm"], "budgets": [{"flops": 3.0e8, "shapes": ["a", "b", "c"]}]})
@@ -148,7 +149,8 @@ def test_every_job_ran_through_sbatch(slurm_run):
     planned, jobs = slurm_run["planned"], slurm_run["jobs"]
     assert set(planned) >= {
         "embedded_source", "validate", "pool", "cluster", "split", "tokenize_shard", "train", "evaluate",
-        "fit", "plot_objective", "localization_labels", "probe", "probe_table", "plot_downstream", "summary",
+        "fit", "plot_objective", "proxy_dataset", "finetune", "downstream_table", "plot_downstream",
+        "summary",
     }  # fmt: skip
     planned.pop("all", None)  # the target rule has no outputs and runs inside snakemake, not as a job
     assert Counter(j["rule"] for j in jobs if j["State"] == "COMPLETED") == planned, slurm_run["log"][-3000:]
@@ -165,7 +167,7 @@ def test_jobs_got_the_resources_the_profile_promises(slurm_run):
         if rule == "train":  # the rule asks per run size: the tiny grid's runs train on one device
             res["gpu"] = 1
         assert job["Partition"] == res["slurm_partition"], job
-        if res.get("gpu"):  # train, evaluate, probe: GPU partition, one GPU, cpus_per_gpu CPUs
+        if res.get("gpu"):  # train, evaluate, finetune: GPU partition, one GPU, cpus_per_gpu CPUs
             assert res["slurm_partition"] == "gpu"
             assert tres.get("gres/gpu") == str(res["gpu"]), job
             assert int(tres["cpu"]) == res["cpus_per_gpu"], job
@@ -181,7 +183,7 @@ def test_jobs_got_the_resources_the_profile_promises(slurm_run):
 
 def test_outputs_exist_and_second_run_plans_nothing(slurm_run):
     workdir = slurm_run["workdir"]
-    for path in ("results/summary.json", "results/downstream/accuracy.csv", "results/fits/mlm.json"):
+    for path in ("results/summary.json", "results/downstream/results.csv", "results/fits/mlm.json"):
         assert (workdir / path).stat().st_size > 0, path
     assert len(list((workdir / "results/runs/mlm").glob("*/*/done.json"))) == 3
     assert len(list((workdir / "results/figures").glob("mlm_*.png"))) >= 1

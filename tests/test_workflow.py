@@ -63,9 +63,14 @@ def test_every_stage_produced_real_outputs(study):
         assert runs["val_loss"].max() < 3.4
         # C = 6 N D holds for every run
         assert ((runs["flops"] - 6 * runs["n_params"] * runs["num_tokens"]).abs() < 1).all()
-    assert (study / "results/figures/downstream_accuracy.png").is_file()
-    table = pl.read_csv(study / "results/downstream/accuracy.csv")
-    assert table.height == 6 and table["test_accuracy"].is_between(0, 1).all()
+    assert (study / "results/figures/downstream_compute.png").read_bytes()[:4] == b"\x89PNG"
+    table = pl.read_csv(study / "results/downstream/results.csv")
+    assert table.height == 6 and set(table["dataset"]) == {"proxy"} and set(table["method"]) == {"frozen"}
+    assert (table["test_accuracy_lo"] <= table["test_accuracy"]).all()
+    assert (table["test_accuracy"] <= table["test_accuracy_hi"]).all()
+    # each run's budget is its pre-training compute on the figure's x axis
+    runs = pl.read_parquet(study / "results/fits/mlm_runs.parquet")
+    assert sorted(table["pretrain_flops"]) == sorted(runs["flops_budget"])
 
 
 @pytest.mark.parametrize(

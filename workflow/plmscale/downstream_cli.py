@@ -160,8 +160,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("--job", required=True, help="the job as JSON, or @file")
+    parser.add_argument(
+        "--execution", help="execution settings as JSON (device, precision): override the job's"
+    )
+    parser.add_argument("--threads", type=int, help="the job's CPU threads, shared by its processes")
     args = parser.parse_args(argv)
-    COMMANDS[args.command](_job(args.job))
+    job = _job(args.job)
+    if args.execution:
+        job.update(json.loads(args.execution))
+    if args.threads:
+        job["threads"] = args.threads
+    COMMANDS[args.command](job)
 
 
 if __name__ == "__main__":

@@ -112,7 +112,8 @@ class Classifier(torch.nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention: torch.Tensor, residue: torch.Tensor
     ) -> torch.Tensor:
-        return self.head(self.features(input_ids, attention, residue))
+        features = self.features(input_ids, attention, residue)  # fp32; the head may be cast (bf16 inference)
+        return self.head(features.to(self.head[0].weight.dtype))
 
 
 @dataclass(frozen=True)

@@ -143,29 +143,3 @@ def write_summary(fit_jsons: list[str], run_tables: list[str], output: str) -> d
     write_json_atomic(output, summary)
     print(json.dumps(summary, indent=2))
     return summary
-
-
-def probe_table(probe_jsons: list[str], eval_jsons: list[str], output: str) -> pl.DataFrame:
-    rows = []
-    for probe_path, eval_path in zip(probe_jsons, eval_jsons, strict=True):
-        probe = json.loads(Path(probe_path).read_text())
-        ev = json.loads(Path(eval_path).read_text())
-        rows.append(
-            {
-                "run": str(Path(probe_path).with_suffix("")),
-                "flops_budget": ev["flops_budget"],
-                "n_params": ev["n_params_non_embedding"],
-                "val_loss": ev["val_loss"],
-                "test_accuracy": probe["test_accuracy"],
-                "test_balanced_accuracy": probe["test_balanced_accuracy"],
-                "test_mcc": probe["test_mcc"],
-                "majority_baseline_accuracy": probe["majority_baseline_accuracy"],
-                "n_train": probe["n_train"],
-                "n_test": probe["n_test"],
-            }
-        )
-    table = pl.DataFrame(rows).sort(["flops_budget", "n_params"])
-    tmp = Path(output).with_name(f".{Path(output).name}.tmp")
-    table.write_csv(tmp)
-    tmp.replace(output)
-    return table
