@@ -42,11 +42,17 @@ def finetune_outputs():
     ]
 
 
-def model_inputs(wildcards):
-    spec = MODELS[wildcards.model]
-    if spec.kind != "own":  # an external checkpoint: checked by the job (a clear error naming the key)
+def model_files(name):
+    """The files a model's jobs wait for: a run's weights and done.json; none for an external checkpoint
+    (its directory is checked by the job, with an error naming downstream.models.<name>)."""
+    spec = MODELS[name]
+    if spec.kind != "own":
         return []
     return [f"{Path(spec.path).parent}/done.json", f"{spec.path}/model.safetensors"]
+
+
+def model_inputs(wildcards):
+    return model_files(wildcards.model)
 
 
 def finetune_job(wildcards):

@@ -85,6 +85,7 @@ if True:
                 f"hwbench_finetune_{_device}"
             input:
                 data=f"results/downstream/data/{HW.dataset}.parquet",
+                model=model_files(HW.model) if HW.enabled else [],
             output:
                 f"results/hwbench/finetune/{_device}/{{n}}.json",
             params:

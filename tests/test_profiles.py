@@ -18,7 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = {p.parent.name: p.parent for p in sorted((REPO / "config" / "profiles").glob("*/config.yaml"))}
 PAPER = REPO / "config" / "paper.yaml"
-AGGREGATE_RULES = {"all", "data", "runs", "paper_figures"}  # no outputs: never submitted as jobs
+AGGREGATE_RULES = {"all", "data", "runs", "downstream", "hwbench", "paper_figures"}  # no outputs: not jobs
 GPU_RULES = ("train", "evaluate", "finetune")
 HW_PARTITIONS = {"cuda": "gpu", "hpu": "gaudi"}  # hwbench_*_<device> in every profile
 

@@ -71,6 +71,11 @@ def test_every_stage_produced_real_outputs(study):
     # each run's budget is its pre-training compute on the figure's x axis
     runs = pl.read_parquet(study / "results/fits/mlm_runs.parquet")
     assert sorted(table["pretrain_flops"]) == sorted(runs["flops_budget"])
+    # the hardware benchmark on an own run: inference with its frozen classifier, fine-tuning on 1 process
+    inference = pl.read_csv(study / "results/hwbench/inference.csv")
+    assert inference.height == 2 and (inference["n_sequences"] == 40).all()
+    finetune = pl.read_csv(study / "results/hwbench/finetune.csv")
+    assert finetune["n_devices"].to_list() == [1] and finetune["scaling_efficiency"].to_list() == [1.0]
 
 
 @pytest.mark.parametrize(
@@ -150,7 +155,19 @@ def _dry_run_with(study: Path, tmp_path: Path, edit) -> list[tuple[str, dict[str
 
 def test_plot_setting_reruns_only_plots(study, tmp_path):
     jobs = _dry_run_with(study, tmp_path, lambda c: c["plots"].update(dpi=61))
-    assert {rule for rule, _ in jobs} == {"plot_objective", "plot_downstream", "all"}
+    assert {rule for rule, _ in jobs} == {"plot_objective", "plot_downstream", "plot_hwbench", "all"}
+
+
+def test_downstream_learning_rate_reruns_only_those_classifiers_and_what_reads_them(study, tmp_path):
+    jobs = _dry_run_with(study, tmp_path, lambda c: c["downstream"]["lr"].update(frozen=0.02))
+    assert {w["model"] for rule, w in jobs if rule == "finetune"} == {
+        f"mlm_{b}_{s}" for b in ("3e8", "1e9") for s in "abc"
+    }
+    # the benchmark's inference uses the frozen classifier's head; its fine-tuning does not
+    assert {rule for rule, _ in jobs} == {
+        "finetune", "downstream_table", "plot_downstream", "hwbench_infer_cpu", "hwbench_table",
+        "plot_hwbench", "all",
+    }  # fmt: skip
 
 
 def test_mlm_hyperparameter_reruns_only_mlm_runs_and_their_dependents(study, tmp_path):

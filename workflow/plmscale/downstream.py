@@ -80,13 +80,15 @@ def proxy_dataset(
     threshold: float,
     max_proteins: int,
 ) -> dict[str, Any]:
-    """Label the first proteins of the study's validation split (task train: ``max_proteins``, task valid:
-    the next ``max_proteins // 2``) and test split (task test: ``max_proteins``); write the Parquet and a
-    report; return the report."""
+    """Label the first proteins of the study's validation split (task train: up to ``max_proteins``; task
+    valid: a third of those taken, up to ``max_proteins // 2``) and of its test split (task test: up to
+    ``max_proteins``); write the Parquet and a report; return the report."""
     valid_records = itertools.chain.from_iterable(read_fasta(p) for p in valid_fastas)
     test_records = itertools.chain.from_iterable(read_fasta(p) for p in test_fastas)
-    take = {"train": itertools.islice(valid_records, max_proteins)}
-    take["valid"] = itertools.islice(valid_records, max(2, max_proteins // 2))
+    # the task's train and valid splits share the study's validation proteins 2:1, at most max_proteins + half
+    held_out = list(itertools.islice(valid_records, max_proteins + max_proteins // 2))
+    n_valid = max(2, len(held_out) // 3)
+    take = {"train": iter(held_out[:-n_valid]), "valid": iter(held_out[-n_valid:])}
     take["test"] = itertools.islice(test_records, max_proteins)
     frames, report = (
         [],

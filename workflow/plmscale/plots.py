@@ -195,22 +195,3 @@ def plot_objective(
     }
     for name, fig in figures.items():
         save_figure(fig, outputs[f"{name}_png"], outputs[f"{name}_svg"], dpi)
-
-
-def plot_downstream(table_csv: str, png: str, svg: str, *, dpi: int) -> None:
-    table = pl.read_csv(table_csv)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    budgets = sorted(set(table["flops_budget"].to_list()))
-    colors = budget_colors(budgets)
-    for budget in budgets:
-        sub = table.filter(pl.col("flops_budget") == budget).sort("n_params")
-        ax.plot(sub["n_params"], sub["test_accuracy"], "o-", color=colors[budget], label=f"C = {budget:.1e}")
-    ax.axhline(table["majority_baseline_accuracy"][0], color="0.4", ls="--", label="majority class")
-    style_axes(
-        ax,
-        xlabel="non-embedding parameters N",
-        ylabel="test accuracy",
-        title="Membrane vs soluble (proxy labels) — linear probe on frozen MLM encoders",
-        fontsize=8,
-    )
-    save_figure(fig, png, svg, dpi)
