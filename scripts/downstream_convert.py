@@ -1,9 +1,10 @@
-"""Snakemake entry point: check and convert a downloaded data set to one Parquet (plmscale.locdata)."""
+"""Snakemake entry point: check and convert a downloaded data set to one Parquet (plmscale.locconvert)."""
 
 import json
 from pathlib import Path
 
-from plmscale.locdata import TableDataset, convert_dataset
+from plmscale.locconvert import convert_dataset
+from plmscale.locdata import TableDataset
 from plmscale.snake import logged
 
 with logged(snakemake.log[0]):

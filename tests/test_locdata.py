@@ -22,7 +22,8 @@ import polars as pl
 import pytest
 from plmscale.download import DownloadSettings, fetch
 from plmscale.leakage import leakage_report
-from plmscale.locdata import SPLITS, TableDataset, convert_dataset, load_split
+from plmscale.locconvert import convert_dataset, load_split
+from plmscale.locdata import SPLITS, TableDataset
 from plmscale.lockfile import download_dataset, read_lock
 from plmscale.mmseqs import ClusterSettings, find_mmseqs
 

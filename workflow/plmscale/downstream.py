@@ -7,7 +7,7 @@ Biol. 157:105).  These are not curated annotations; the full-scale config evalua
 sets (plmscale.locdata).  The proteins come from the study's held-out clusters (validation split -> the
 task's train and valid splits, test split -> its test split), so none shares a cluster with pre-training.
 
-The output has the schema of a converted data set (:func:`plmscale.locdata.convert_dataset`), so the
+The output has the schema of a converted data set (:func:`plmscale.locconvert.convert_dataset`), so the
 same fine-tuning and evaluation rules run on it.
 """
 

@@ -92,7 +92,7 @@ def leakage_report(
     examples: int = 20,
     log: Log = print,
 ) -> dict[str, Any]:
-    """Count, per split of a converted data set (:func:`plmscale.locdata.convert_dataset`), the proteins in
+    """Count, per split of a converted data set (:func:`plmscale.locconvert.convert_dataset`), the proteins in
     an MMseqs2 cluster that holds a pre-training protein; write and return the JSON report.
 
     ``mmseqs`` is the configured binary (None/"auto": found as :func:`plmscale.mmseqs.find_mmseqs` does);
