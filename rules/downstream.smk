@@ -30,6 +30,11 @@ DOWNSTREAM_EXECUTION = _json.dumps(
 )
 DOWNSTREAM_LAUNCHER = launch_prefix(config["train"]["launcher"])
 DOWNSTREAM_DEVICES = int(config["downstream"].get("devices", 1))
+if DOWNSTREAM_DEVICES > 1 and not DOWNSTREAM_LAUNCHER:
+    raise ValueError(
+        f"downstream.devices = {DOWNSTREAM_DEVICES} needs a launcher that starts that many processes: set "
+        "train.launcher (e.g. 'torchrun --standalone --nproc_per_node={devices}' or 'srun'), or devices: 1"
+    )
 
 
 def downstream_enabled():

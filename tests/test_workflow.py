@@ -218,6 +218,14 @@ def test_precision_reruns_every_training_run(study, tmp_path):
         ),
         (lambda c: c["cluster"].update(method="cdhit"), r"config key cluster.method: 'cdhit' is not one of"),
         (lambda c: c["grid"]["budgets"][0].update(flops=1e3), r"impossible grid point clm/1e3/a"),
+        (lambda c: c["hwbench"].update(model="esm9"), r"hwbench.model 'esm9' is not a downstream model"),
+        (lambda c: c["downstream"].update(devices=2), r"downstream.devices = 2 needs a launcher"),
+        (
+            lambda c: c["downstream"]["datasets"].update(
+                loc={"files": {"train": "x.csv"}, "classes": ["a", "b"]}
+            ),
+            r"downstream.datasets.loc.files",
+        ),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, edit, message):
