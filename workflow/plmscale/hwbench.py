@@ -89,10 +89,9 @@ def inference_benchmark(
     rows = backbone.tokenize(split.sequences, max_length)
     real_tokens = int(sum(len(r) for r in rows))
     out = []
+    limit = min(max_length, backbone.max_positions)  # the tokenizer truncates here too
     for padding in paddings:
-        pad_to = max_length if padding == "max_length" else None
-        if pad_to is not None:
-            pad_to = min(pad_to, backbone.max_positions)
+        pad_to = limit if padding == "max_length" else None
         synchronize(device)
         t0 = time.perf_counter()
         _pass(runner, backbone, rows[:warmup], device, pad_to)
@@ -109,7 +108,7 @@ def inference_benchmark(
                 "device_name": device_name(device),
                 "device_description": describe_device(device),
                 "padding": padding,
-                "max_length": int(pad_to or max_length),
+                "max_length": limit,
                 "precision": precision,
                 "n_sequences": len(rows),
                 "warmup_sequences": min(warmup, len(rows)),
