@@ -52,6 +52,7 @@ from plmscale.http_get import (
     with_retries,
 )
 from plmscale.metalink import parse_metalink
+from plmscale.typed import check_keys
 
 __all__ = [
     "ChecksumMismatch",
@@ -95,11 +96,8 @@ class DownloadManifest:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DownloadManifest:
         """The inverse of :meth:`to_dict`; missing or unknown keys raise ``ValueError``."""
-        names = [f.name for f in fields(cls)]
-        missing, extra = sorted(set(names) - set(data)), sorted(set(data) - set(names))
-        if missing or extra:
-            raise ValueError(f"download manifest: missing keys {missing}, unknown keys {extra}")
-        values = {name: data[name] for name in names}
+        check_keys(cls, data, "download manifest")
+        values = {f.name: data[f.name] for f in fields(cls)}
         values["resumed_from_bytes"] = tuple(int(n) for n in data["resumed_from_bytes"])
         return cls(**values)
 

@@ -21,7 +21,6 @@ whatever the shard sizes; the run is then the one-process run with the global ba
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +34,7 @@ from plmscale.backbones import Backbone, ModelSpec, mean_readout, pad_batch
 from plmscale.devices import autocast, step_marker, synchronize
 from plmscale.distributed import DistInfo
 from plmscale.metrics import accuracy_mcc, bootstrap_intervals
+from plmscale.typed import check_keys
 
 METHODS = ("frozen", "full")
 SINGLE_PROCESS = DistInfo(0, 1, 0)
@@ -70,10 +70,7 @@ class FinetuneSettings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FinetuneSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"finetune settings: unknown keys {unknown}")
+        check_keys(cls, data, "finetune settings", partial=True)
         return cls(**dict(data))
 
 
@@ -145,10 +142,7 @@ class FinetuneResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FinetuneResult:
-        names = [f.name for f in fields(cls)]
-        missing, extra = sorted(set(names) - set(data)), sorted(set(data) - set(names))
-        if missing or extra:
-            raise ValueError(f"finetune result: missing keys {missing}, unknown keys {extra}")
+        check_keys(cls, data, "finetune result")
         values = dict(data)
         values["model"] = ModelSpec.from_dict(data["model"])
         values["settings"] = FinetuneSettings.from_dict(data["settings"])
@@ -249,6 +243,11 @@ def predict(
     return np.asarray([p for _, p in merged], dtype=np.int64)
 
 
+def _host_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The module's weights copied to host memory (the best epoch's, kept while training goes on)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
 def _global_batches(n: int, batch: int, seed: int, epoch: int) -> list[np.ndarray]:
     order = np.random.default_rng([seed, epoch]).permutation(n)
     return [order[i : i + batch] for i in range(0, n, batch)]
@@ -305,7 +304,7 @@ def train_classifier(
     mark = step_marker(device)
     labels = {name: torch.from_numpy(split.labels.astype(np.int64)) for name, split in splits.items()}
     n_train = len(splits["train"].labels)
-    best = (-1.0, 0, copy.deepcopy(trained.state_dict()))
+    best = (-1.0, 0, _host_copy(trained))
     history: list[dict[str, float]] = []
     bad_epochs = 0
     for epoch in range(1, (time_only_epochs or s.max_epochs) + 1):
@@ -352,7 +351,7 @@ def train_classifier(
             )
             record["valid_accuracy"] = float(np.mean(pred == splits["valid"].labels))
             if record["valid_accuracy"] > best[0]:
-                best, bad_epochs = (record["valid_accuracy"], epoch, copy.deepcopy(trained.state_dict())), 0
+                best, bad_epochs = (record["valid_accuracy"], epoch, _host_copy(trained)), 0
             else:
                 bad_epochs += 1
         history.append(record)

@@ -192,8 +192,3 @@ def scaling_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def check_cpu_threads(n_processes: int, threads_total: int) -> int:
-    """Threads per process on the CPU so that ``n_processes`` ranks share the job's cores."""
-    return max(1, threads_total // max(1, n_processes))

@@ -26,6 +26,7 @@ from typing import Any
 
 from plmscale.flops import ModelShape, n_params_non_embedding
 from plmscale.tokens import VOCAB_SIZE
+from plmscale.typed import check_keys
 
 DEVICES = ("auto", "cpu", "cuda", "hpu")
 PRECISIONS = ("fp32", "bf16")
@@ -221,13 +222,11 @@ class TrainJob:
 
 
 def _check_keys(cls: type, data: Mapping[str, Any], what: str) -> None:
-    expected = {f.name for f in fields(cls)}
-    missing, unknown = sorted(expected - set(data)), sorted(set(data) - expected)
-    if missing or unknown:
-        raise ValueError(
-            f"{what}: missing keys {missing}, unknown keys {unknown}; the job was written by another "
-            "version of plmscale: rerun the workflow so Snakemake writes the settings again"
-        )
+    check_keys(
+        cls, data, what,
+        hint="the job was written by another version of plmscale: rerun the workflow so Snakemake writes "
+        "the settings again",
+    )  # fmt: skip
 
 
 # --- built from the validated config ------------------------------------------------------------------
