@@ -56,55 +56,54 @@ def hwbench_job(device, kind):
 
 
 # rules exist for every device (a profile names them all); only hwbench.devices are requested
-if True:
-    for _device in HW_DEVICES:
+for _device in HW_DEVICES:
 
-        rule:
-            name:
-                f"hwbench_infer_{_device}"
-            input:
-                data=f"results/downstream/data/{HW.dataset}.parquet",
-                head=f"results/downstream/{HW.dataset}/frozen/{HW.model}.head.pt",
-            output:
-                f"results/hwbench/infer/{_device}.json",
-            params:
-                job=hwbench_job(_device, "infer"),
-                code=code_digest("downstream_cli"),
-            threads: config["train"]["threads"]
-            resources:
-                gpu=0 if _device == "cpu" else 1,
-            log:
-                f"logs/hwbench/infer/{_device}.log",
-            shell:
-                "PYTHONPATH={TRAIN_PACKAGE_DIR:q}${{PYTHONPATH:+:$PYTHONPATH}} "
-                "{TRAIN_PYTHON:q} -m plmscale.downstream_cli hwbench-infer --job {params.job:q} "
-                "--threads {threads} > {log:q} 2>&1"
+    rule:
+        name:
+            f"hwbench_infer_{_device}"
+        input:
+            data=f"results/downstream/data/{HW.dataset}.parquet",
+            head=f"results/downstream/{HW.dataset}/frozen/{HW.model}.head.pt",
+        output:
+            f"results/hwbench/infer/{_device}.json",
+        params:
+            job=hwbench_job(_device, "infer"),
+            code=code_digest("downstream_cli"),
+        threads: config["train"]["threads"]
+        resources:
+            gpu=0 if _device == "cpu" else 1,
+        log:
+            f"logs/hwbench/infer/{_device}.log",
+        shell:
+            "PYTHONPATH={TRAIN_PACKAGE_DIR:q}${{PYTHONPATH:+:$PYTHONPATH}} "
+            "{TRAIN_PYTHON:q} -m plmscale.downstream_cli hwbench-infer --job {params.job:q} "
+            "--threads {threads} > {log:q} 2>&1"
 
-        rule:
-            name:
-                f"hwbench_finetune_{_device}"
-            input:
-                data=f"results/downstream/data/{HW.dataset}.parquet",
-                model=model_files(HW.model) if HW.enabled else [],
-            output:
-                f"results/hwbench/finetune/{_device}/{{n}}.json",
-            params:
-                job=hwbench_job(_device, "finetune"),
-                code=code_digest("downstream_cli"),
-            wildcard_constraints:
-                n=r"[0-9]+",
-            # the CPU: one core per process; accelerators: one device per process (--gpus=n)
-            threads: (lambda w: int(w.n)) if _device == "cpu" else config["train"]["threads"]
-            resources:
-                devices=lambda w: int(w.n),
-                gpu=(lambda w: 0) if _device == "cpu" else (lambda w: int(w.n)),
-            log:
-                f"logs/hwbench/finetune/{_device}/{{n}}.log",
-            shell:
-                "export PLMSCALE_DEVICES={resources.devices}; "
-                "PYTHONPATH={TRAIN_PACKAGE_DIR:q}${{PYTHONPATH:+:$PYTHONPATH}} "
-                "{HW_LAUNCHER} {TRAIN_PYTHON:q} -m plmscale.downstream_cli hwbench-finetune --job {params.job:q} "
-                "--threads {threads} > {log:q} 2>&1"
+    rule:
+        name:
+            f"hwbench_finetune_{_device}"
+        input:
+            data=f"results/downstream/data/{HW.dataset}.parquet",
+            model=model_files(HW.model) if HW.enabled else [],
+        output:
+            f"results/hwbench/finetune/{_device}/{{n}}.json",
+        params:
+            job=hwbench_job(_device, "finetune"),
+            code=code_digest("downstream_cli"),
+        wildcard_constraints:
+            n=r"[0-9]+",
+        # the CPU: one core per process; accelerators: one device per process (--gpus=n)
+        threads: (lambda w: int(w.n)) if _device == "cpu" else config["train"]["threads"]
+        resources:
+            devices=lambda w: int(w.n),
+            gpu=(lambda w: 0) if _device == "cpu" else (lambda w: int(w.n)),
+        log:
+            f"logs/hwbench/finetune/{_device}/{{n}}.log",
+        shell:
+            "export PLMSCALE_DEVICES={resources.devices}; "
+            "PYTHONPATH={TRAIN_PACKAGE_DIR:q}${{PYTHONPATH:+:$PYTHONPATH}} "
+            "{HW_LAUNCHER} {TRAIN_PYTHON:q} -m plmscale.downstream_cli hwbench-finetune --job {params.job:q} "
+            "--threads {threads} > {log:q} 2>&1"
 
 
 rule hwbench_table:
