@@ -13,8 +13,8 @@ import pytest
 import torch
 from plmscale.backbones import ModelSpec, external_models, load_backbone, mean_readout, pad_batch
 from plmscale.distributed import DistInfo
+from plmscale.downstream_results import FinetuneResult
 from plmscale.finetune import (
-    FinetuneResult,
     FinetuneSettings,
     parameter_digest,
     split_from_table,

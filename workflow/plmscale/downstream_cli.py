@@ -25,7 +25,8 @@ from plmscale.atomic import atomic_path, write_json_atomic
 from plmscale.backbones import ModelSpec, load_backbone
 from plmscale.devices import check_precision, describe_device, distributed_backend, resolve_device
 from plmscale.distributed import DistInfo, dist_info_from_env, distributed
-from plmscale.finetune import FinetuneResult, FinetuneSettings, Split, split_from_table, train_classifier
+from plmscale.downstream_results import FinetuneResult
+from plmscale.finetune import FinetuneSettings, Split, split_from_table, train_classifier
 
 
 def _job(text: str) -> dict[str, Any]:

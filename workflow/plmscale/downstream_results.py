@@ -1,17 +1,59 @@
-"""The downstream stage's tables: one row per classifier (``results.csv``, the figure's input) and one row
-per data-set split (``datasets.csv``: counts found vs published, leakage against pre-training clusters)."""
+"""The downstream stage's typed result (:class:`FinetuneResult`) and its tables: one row per classifier
+(``results.csv``, the figure's input) and one row per data-set split (``datasets.csv``: counts found vs
+published, leakage against pre-training clusters)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from plmscale.atomic import atomic_path
-from plmscale.finetune import FinetuneResult
+from plmscale.backbones import ModelSpec
+from plmscale.finetune import FinetuneSettings
+from plmscale.typed import check_keys
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """One (model, dataset, method) evaluation: what ``results/downstream/{dataset}/{method}/{model}.json``
+    holds."""
+
+    model: ModelSpec
+    dataset: str
+    method: str
+    n_classes: int
+    n_train: int
+    n_valid: int
+    n_test: int
+    metrics: dict[str, Any]
+    history: tuple[dict[str, float], ...]
+    settings: FinetuneSettings
+    device: str
+    precision: str
+    world_size: int
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["model"] = self.model.to_dict()
+        data["settings"] = self.settings.to_dict()
+        data["history"] = list(self.history)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FinetuneResult:
+        check_keys(cls, data, "finetune result")
+        values = dict(data)
+        values["model"] = ModelSpec.from_dict(data["model"])
+        values["settings"] = FinetuneSettings.from_dict(data["settings"])
+        values["history"] = tuple(data["history"])
+        return cls(**values)
+
 
 METRICS = (
     "test_accuracy",

@@ -24,16 +24,16 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from plmscale.backbones import Backbone, ModelSpec, mean_readout, pad_batch
+from plmscale.backbones import Backbone, mean_readout, pad_batch
 from plmscale.devices import autocast, step_marker, synchronize
 from plmscale.distributed import DistInfo
-from plmscale.metrics import accuracy_mcc, bootstrap_intervals
+from plmscale.metrics import score
 from plmscale.typed import check_keys
 
 METHODS = ("frozen", "full")
@@ -111,43 +111,6 @@ class Classifier(torch.nn.Module):
     ) -> torch.Tensor:
         features = self.features(input_ids, attention, residue)  # fp32; the head may be cast (bf16 inference)
         return self.head(features.to(self.head[0].weight.dtype))
-
-
-@dataclass(frozen=True)
-class FinetuneResult:
-    """One (model, dataset, method) evaluation: what ``results/downstream/{dataset}/{method}/{model}.json``
-    holds."""
-
-    model: ModelSpec
-    dataset: str
-    method: str
-    n_classes: int
-    n_train: int
-    n_valid: int
-    n_test: int
-    metrics: dict[str, Any]
-    history: tuple[dict[str, float], ...]
-    settings: FinetuneSettings
-    device: str
-    precision: str
-    world_size: int
-    wall_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data["model"] = self.model.to_dict()
-        data["settings"] = self.settings.to_dict()
-        data["history"] = list(self.history)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FinetuneResult:
-        check_keys(cls, data, "finetune result")
-        values = dict(data)
-        values["model"] = ModelSpec.from_dict(data["model"])
-        values["settings"] = FinetuneSettings.from_dict(data["settings"])
-        values["history"] = tuple(data["history"])
-        return cls(**values)
 
 
 def parameter_digest(module: torch.nn.Module) -> str:
@@ -253,6 +216,127 @@ def _global_batches(n: int, batch: int, seed: int, epoch: int) -> list[np.ndarra
     return [order[i : i + batch] for i in range(0, n, batch)]
 
 
+class _Run:
+    """The trained module (the head on cached features, or the whole classifier), its DDP wrapper, optimizer
+    and batches: one training epoch and the predictions of a split."""
+
+    def __init__(
+        self,
+        model: Classifier,
+        splits: Mapping[str, Split],
+        settings: FinetuneSettings,
+        *,
+        device: torch.device,
+        precision: str,
+        dist: DistInfo,
+    ) -> None:
+        s = self.settings = settings
+        self.device, self.precision, self.dist = device, precision, dist
+        self.frozen = s.method == "frozen"
+        backbone = self.backbone = model.backbone
+        backbone.requires_grad_(not self.frozen)
+        rows = {name: backbone.tokenize(split.sequences, s.max_length) for name, split in splits.items()}
+        pad_to = s.max_length if s.pad_to_max_length else None
+        cached = self.frozen and s.cache_features
+        feats: dict[str, torch.Tensor | None] = dict.fromkeys(rows)
+        for name in rows if cached else ():
+            feats[name] = embed(
+                model,
+                rows[name],
+                batch_size=s.batch_size,
+                device=device,
+                precision=precision,
+                dist=dist,
+                pad_to=pad_to,
+            )
+        self.trained: torch.nn.Module = model.head if cached else model
+        self.batches = {name: _Batches(backbone, rows[name], feats[name], pad_to) for name in rows}
+        self.labels = {
+            name: torch.from_numpy(split.labels.astype(np.int64)) for name, split in splits.items()
+        }
+        self.net = self.trained
+        if dist.world_size > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            # full: a checkpoint may carry modules its forward never uses (EsmModel's contact head)
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.trained, device_ids=ids, find_unused_parameters=not self.frozen
+            )
+        params = [p for p in self.trained.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+        self.mark = step_marker(device)
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One pass over the training split in the epoch's seeded order: loss, seconds, samples."""
+        s, dist, device = self.settings, self.dist, self.device
+        self.trained.train()
+        if self.frozen:
+            self.backbone.eval()  # no dropout in a frozen encoder, as in the cached path
+        synchronize(device)
+        t0 = time.perf_counter()
+        loss_sum, seen, skipped = 0.0, 0, 0
+        n_train = len(self.labels["train"])
+        for global_idx in _global_batches(n_train, s.batch_size * dist.world_size, s.seed, epoch):
+            if len(global_idx) < dist.world_size:  # a rank would get no protein: skip this short tail
+                skipped += len(global_idx)
+                continue
+            idx = _shard(global_idx, dist)
+            target = self.labels["train"][torch.from_numpy(idx)].to(device)
+            with autocast(device, self.precision):
+                logits = self.net(*self.batches["train"](idx, device))
+            ce = torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum")
+            (ce * (dist.world_size / len(global_idx))).backward()
+            self.mark()
+            self.optimizer.step()
+            self.mark()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_sum += float(ce.detach())
+            seen += len(idx)
+        synchronize(device)
+        seconds = time.perf_counter() - t0
+        return {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "seconds": seconds,
+            "samples": seen * dist.world_size,
+            "skipped": skipped,
+        }
+
+    def predict(self, split: str) -> np.ndarray:
+        return predict(
+            self.trained,
+            self.batches[split],
+            len(self.labels[split]),
+            batch_size=self.settings.batch_size,
+            device=self.device,
+            precision=self.precision,
+            dist=self.dist,
+        )
+
+
+def _log_line(record: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+
+
+def _fit(run: _Run, valid_labels: np.ndarray, log: Callable[[str], Any]) -> tuple[list[dict], float, int]:
+    """Epochs until ``patience`` epochs bring no better validation accuracy (or ``max_epochs``); the first
+    best epoch's weights are loaded back.  Returns the history, the best accuracy and its epoch."""
+    s = run.settings
+    best_acc, best_epoch, best_state = -1.0, 0, _host_copy(run.trained)
+    history: list[dict[str, Any]] = []
+    for epoch in range(1, s.max_epochs + 1):
+        record = run.train_epoch(epoch)
+        record["valid_accuracy"] = float(np.mean(run.predict("valid") == valid_labels))
+        if record["valid_accuracy"] > best_acc:
+            best_acc, best_epoch, best_state = record["valid_accuracy"], epoch, _host_copy(run.trained)
+        history.append(record)
+        log(_log_line(record))
+        if epoch - best_epoch >= s.patience:
+            log(f"early stop: no better validation accuracy for {s.patience} epochs; best epoch {best_epoch}")
+            break
+    run.trained.load_state_dict(best_state)
+    return history, best_acc, best_epoch
+
+
 def train_classifier(
     backbone: Backbone,
     splits: Mapping[str, Split],
@@ -270,138 +354,32 @@ def train_classifier(
     ``time_only_epochs`` (hardware benchmark): run exactly that many epochs without validation or early
     stopping and return the per-epoch wall times in the history.
     """
-    s = settings
-    torch.manual_seed(s.seed)
+    torch.manual_seed(settings.seed)
     model = Classifier(backbone, n_classes).to(device)
-    rows = {name: backbone.tokenize(split.sequences, s.max_length) for name, split in splits.items()}
-    pad_to = s.max_length if s.pad_to_max_length else None
-    frozen = s.method == "frozen"
-    digest_before = parameter_digest(backbone) if frozen else None
-    backbone.requires_grad_(not frozen)
-    feats: dict[str, torch.Tensor | None] = dict.fromkeys(rows)
-    if frozen and s.cache_features:
-        for name in rows:
-            feats[name] = embed(
-                model,
-                rows[name],
-                batch_size=s.batch_size,
-                device=device,
-                precision=precision,
-                dist=dist,
-                pad_to=pad_to,
-            )
-    trained: torch.nn.Module = model.head if frozen and s.cache_features else model
-    batches = {name: _Batches(backbone, rows[name], feats[name], pad_to) for name in rows}
-    net = trained
-    if dist.world_size > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        # full: a checkpoint may carry modules its forward never uses (EsmModel's contact head)
-        net = torch.nn.parallel.DistributedDataParallel(
-            trained, device_ids=ids, find_unused_parameters=not frozen
-        )
-    params = [p for p in trained.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-    mark = step_marker(device)
-    labels = {name: torch.from_numpy(split.labels.astype(np.int64)) for name, split in splits.items()}
-    n_train = len(splits["train"].labels)
-    best = (-1.0, 0, _host_copy(trained))
-    history: list[dict[str, float]] = []
-    bad_epochs = 0
-    for epoch in range(1, (time_only_epochs or s.max_epochs) + 1):
-        trained.train()
-        if frozen:
-            backbone.eval()  # no dropout in a frozen encoder, as in the cached path
-        synchronize(device)
-        t0 = time.perf_counter()
-        loss_sum, seen, skipped = 0.0, 0, 0
-        for global_idx in _global_batches(n_train, s.batch_size * dist.world_size, s.seed, epoch):
-            if len(global_idx) < dist.world_size:  # a rank would get no protein: skip this short tail
-                skipped += len(global_idx)
-                continue
-            idx = _shard(global_idx, dist)
-            target = labels["train"][torch.from_numpy(idx)].to(device)
-            with autocast(device, precision):
-                logits = net(*batches["train"](idx, device))
-            ce = torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum")
-            (ce * (dist.world_size / len(global_idx))).backward()
-            mark()
-            optimizer.step()
-            mark()
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum += float(ce.detach())
-            seen += len(idx)
-        synchronize(device)
-        seconds = time.perf_counter() - t0
-        record = {
-            "epoch": epoch,
-            "train_loss": loss_sum / max(seen, 1),
-            "seconds": seconds,
-            "samples": seen * dist.world_size,
-            "skipped": skipped,
-        }
-        if time_only_epochs is None:
-            pred = predict(
-                trained,
-                batches["valid"],
-                len(labels["valid"]),
-                batch_size=s.batch_size,
-                device=device,
-                precision=precision,
-                dist=dist,
-            )
-            record["valid_accuracy"] = float(np.mean(pred == splits["valid"].labels))
-            if record["valid_accuracy"] > best[0]:
-                best, bad_epochs = (record["valid_accuracy"], epoch, _host_copy(trained)), 0
-            else:
-                bad_epochs += 1
-        history.append(record)
-        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        if time_only_epochs is None and bad_epochs >= s.patience:
-            log(f"early stop: no better validation accuracy for {s.patience} epochs; best epoch {best[1]}")
-            break
+    digest_before = parameter_digest(backbone) if settings.method == "frozen" else None
+    run = _Run(model, splits, settings, device=device, precision=precision, dist=dist)
     if time_only_epochs is not None:
+        history = []
+        for epoch in range(1, time_only_epochs + 1):
+            history.append(run.train_epoch(epoch))
+            log(_log_line(history[-1]))
         return FinetuneOutcome(np.zeros(0, dtype=np.int64), {"epochs_run": len(history)}, history)
-    trained.load_state_dict(best[2])
-    test_pred = predict(
-        trained,
-        batches["test"],
-        len(labels["test"]),
-        batch_size=s.batch_size,
-        device=device,
-        precision=precision,
-        dist=dist,
+    history, best_acc, best_epoch = _fit(run, splits["valid"].labels, log)
+    test_pred = run.predict("test")
+    metrics = score(
+        splits["train"].labels,
+        splits["test"].labels,
+        test_pred,
+        n_classes,
+        n_bootstrap=settings.n_bootstrap,
+        seed=settings.seed,
     )
-    metrics = score(splits["train"].labels, splits["test"].labels, test_pred, n_classes, s)
-    metrics.update(best_epoch=best[1], valid_accuracy_best=best[0], epochs_run=len(history))
-    if frozen:
+    metrics.update(best_epoch=best_epoch, valid_accuracy_best=best_acc, epochs_run=len(history))
+    if digest_before is not None:
         metrics["backbone_unchanged"] = parameter_digest(backbone) == digest_before
         assert metrics["backbone_unchanged"], "a frozen backbone changed during training"
     head = {k: v.detach().cpu() for k, v in model.head.state_dict().items()}
     return FinetuneOutcome(test_pred, metrics, history, head)
-
-
-def score(
-    train_labels: np.ndarray,
-    test_labels: np.ndarray,
-    test_pred: np.ndarray,
-    n_classes: int,
-    settings: FinetuneSettings,
-) -> dict[str, Any]:
-    """Test accuracy and MCC with bootstrap 95% intervals, and the majority-class baseline."""
-    acc, mcc = accuracy_mcc(test_labels, test_pred, n_classes)
-    ci = bootstrap_intervals(
-        test_labels, test_pred, n_classes, n_bootstrap=settings.n_bootstrap, seed=settings.seed
-    )
-    majority = int(np.bincount(train_labels, minlength=n_classes).argmax())
-    return {
-        "test_accuracy": acc,
-        "test_accuracy_lo": ci["accuracy"][0],
-        "test_accuracy_hi": ci["accuracy"][1],
-        "test_mcc": mcc,
-        "test_mcc_lo": ci["mcc"][0],
-        "test_mcc_hi": ci["mcc"][1],
-        "majority_accuracy": float(np.mean(test_labels == majority)),
-    }
 
 
 def split_from_table(table: Any, split: str, *, limit: int | None = None) -> Split:

@@ -4,6 +4,7 @@ percentile bootstrap intervals."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -61,4 +62,28 @@ def bootstrap_intervals(
     return {
         "accuracy": (float(np.percentile(acc, tail)), float(np.percentile(acc, 100 - tail))),
         "mcc": (float(np.percentile(mcc, tail)), float(np.percentile(mcc, 100 - tail))),
+    }
+
+
+def score(
+    train_labels: np.ndarray,
+    test_labels: np.ndarray,
+    test_pred: np.ndarray,
+    n_classes: int,
+    *,
+    n_bootstrap: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Test accuracy and MCC with bootstrap 95% intervals, and the majority-class baseline."""
+    acc, mcc = accuracy_mcc(test_labels, test_pred, n_classes)
+    ci = bootstrap_intervals(test_labels, test_pred, n_classes, n_bootstrap=n_bootstrap, seed=seed)
+    majority = int(np.bincount(train_labels, minlength=n_classes).argmax())
+    return {
+        "test_accuracy": acc,
+        "test_accuracy_lo": ci["accuracy"][0],
+        "test_accuracy_hi": ci["accuracy"][1],
+        "test_mcc": mcc,
+        "test_mcc_lo": ci["mcc"][0],
+        "test_mcc_hi": ci["mcc"][1],
+        "majority_accuracy": float(np.mean(test_labels == majority)),
     }
