@@ -17,6 +17,12 @@ from plmscale.backbones import ModelSpec
 from plmscale.downstream_config import own_model_name, parse_downstream
 
 DS = parse_downstream(config["downstream"], STUDY.objectives)
+if DS.skipped_objectives:
+    print(
+        f"note: downstream.objectives {list(DS.skipped_objectives)} are not in grid.objectives: no runs of "
+        "theirs to evaluate",
+        file=sys.stderr,
+    )
 MODELS = {m.name: m for m in DS.external}
 for _p in POINTS:
     if _p.objective in DS.objectives:

@@ -346,3 +346,12 @@ def test_split_from_table_rejects_an_empty_split():
     assert split.sequences == ("MK",) and split.labels.tolist() == [0]
     with pytest.raises(ValueError, match="no 'test' rows"):
         split_from_table(table, "test")
+
+
+def test_downstream_objectives_outside_the_grid_are_skipped_and_said():
+    from plmscale.downstream_config import parse_downstream
+
+    cfg = parse_downstream({"objectives": ["mlm", "clm"], "methods": ["frozen"]}, ["clm"])
+    assert (cfg.objectives, cfg.skipped_objectives) == (("clm",), ("mlm",))
+    with pytest.raises(ValueError, match=r"downstream\.methods"):
+        parse_downstream({"methods": ["linear"]}, ["mlm"])

@@ -72,6 +72,7 @@ def small_config(tmp: Path, train: dict | None = None, **grid) -> Path:
     cfg["train"].update(train or {})
     cfg["grid"].update({"objectives": ["mlm"], "budgets": [{"flops": 3.0e8, "shapes": ["a", "b", "c"]}]})
     cfg["grid"].update(grid)
+    cfg["hwbench"] = {"enabled": False}  # its CPU jobs ask the profile's 16 threads; tested without SLURM
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -35,7 +35,8 @@ class ProxyDataset:
 @dataclass(frozen=True)
 class DownstreamConfig:
     enabled: bool
-    objectives: tuple[str, ...]
+    objectives: tuple[str, ...]  # of downstream.objectives, those the grid trains
+    skipped_objectives: tuple[str, ...]  # of downstream.objectives, those it does not (no runs to evaluate)
     methods: tuple[str, ...]
     datasets: Mapping[str, TableDataset | ProxyDataset]
     external: tuple[ModelSpec, ...]
@@ -84,13 +85,9 @@ def own_model_name(objective: str, budget: str, shape: str) -> str:
 
 def parse_downstream(section: Mapping[str, Any], study_objectives: Sequence[str]) -> DownstreamConfig:
     s = dict(section)
-    objectives = tuple(s.get("objectives", ["mlm"]))
-    missing = [o for o in objectives if o not in study_objectives]
-    if missing:
-        raise ValueError(
-            f"downstream.objectives {list(objectives)} names {missing}, which grid.objectives "
-            f"{list(study_objectives)} does not train; remove them or add them to the grid"
-        )
+    asked = tuple(s.get("objectives", ["mlm"]))
+    objectives = tuple(o for o in asked if o in study_objectives)
+    skipped = tuple(o for o in asked if o not in study_objectives)  # announced by the workflow
     methods = tuple(s.get("methods", ["frozen"]))
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
@@ -125,6 +122,7 @@ def parse_downstream(section: Mapping[str, Any], study_objectives: Sequence[str]
     return DownstreamConfig(
         enabled=bool(s.get("enabled", True)),
         objectives=objectives,
+        skipped_objectives=skipped,
         methods=methods,
         datasets=datasets,
         external=external,
