@@ -13,7 +13,6 @@ with ``truncation=True``); the backbone's own position limit caps ``max_length``
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -184,17 +183,3 @@ def mean_readout(hidden: torch.Tensor, residue_mask: torch.Tensor) -> torch.Tens
     """Mean of the hidden states over residue positions (ProtST's "mean" readout), in fp32."""
     weights = residue_mask.unsqueeze(-1).to(torch.float32)
     return (hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-
-
-def own_model_spec(run_dir: str | Path, name: str, *, objective: str) -> ModelSpec:
-    """The spec of a run of this study from its ``done.json`` (budget C and non-embedding N)."""
-    run_dir = Path(run_dir)
-    done = json.loads((run_dir / "done.json").read_text())
-    return ModelSpec(
-        name=name,
-        kind="own",
-        path=str(run_dir / "model"),
-        objective=objective,
-        pretrain_flops=float(done["flops_budget"]),
-        n_params=int(done["n_params_non_embedding"]),
-    )
