@@ -73,6 +73,7 @@ def small_config(tmp: Path, train: dict | None = None, **grid) -> Path:
     cfg["grid"].update({"objectives": ["mlm"], "budgets": [{"flops": 3.0e8, "shapes": ["a", "b", "c"]}]})
     cfg["grid"].update(grid)
     cfg["hwbench"] = {"enabled": False}  # its CPU jobs ask the profile's 16 threads; tested without SLURM
+    cfg["downstream"].update(max_epochs=4, patience=2)  # the classifier jobs' placement is tested here
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -135,7 +136,8 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     planned = planned_jobs(snakemake(workdir, config, "-n", *profiles).stdout)
     start = datetime.now() - timedelta(seconds=2)
     t0 = time.monotonic()
-    proc = snakemake(workdir, config, *profiles, timeout=420)
+    # 31 jobs, each a fresh Python under sbatch; 2 shared cores take 5-8 minutes, so leave room
+    proc = snakemake(workdir, config, *profiles, timeout=900)
     took = time.monotonic() - t0
     time.sleep(1)
     jobs = sacct_since(start, workdir)
