@@ -43,6 +43,7 @@ rule paper_fit:
     input:
         points="results/paper/points.parquet",
         finals="results/paper/finals.parquet",
+        manifest="resources/paper_logs/manifest.json",
     output:
         "results/paper/fits/{objective}.json",
     params:

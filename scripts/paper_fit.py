@@ -1,5 +1,7 @@
 """Snakemake entry point: every approach, with bootstrap CIs, on the published logs (see plmscale.paper)."""
 
+from pathlib import Path
+
 from plmscale.paper import fit_paper_objective
 from plmscale.snake import logged
 
@@ -9,6 +11,7 @@ with logged(snakemake.log[0]):
         snakemake.input.points,
         snakemake.input.finals,
         snakemake.output[0],
+        logs_root=Path(snakemake.input.manifest).parent,
         objective=snakemake.wildcards.objective,
         n_bootstrap=p.n_bootstrap,
         seed=p.seed,

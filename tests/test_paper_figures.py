@@ -67,8 +67,9 @@ def test_every_figure_and_the_coefficient_table(paper_study):
     table = pl.read_csv(paper_study / "results/paper/coefficients.csv")
     for objective in ("clm", "mlm"):
         methods = set(table.filter(pl.col("objective") == objective)["method"].to_list())
-        assert {"approach1", "approach2", "approach3"} <= methods
+        assert {"notebook_envelope", "approach1", "approach2", "approach3"} <= methods
         assert any(m.startswith("published") for m in methods)
+        assert "authors' notebook, printed output" in methods
     extrapolation = pl.read_csv(paper_study / "results/paper/extrapolation.csv")
     assert set(extrapolation["method"].to_list()) == {"approach2", "approach3"}
     assert (extrapolation["held_out_budget"] > 1e20).all()
@@ -85,6 +86,20 @@ def test_fits_carry_bootstrap_intervals_and_the_method(paper_study):
             assert fit[f"{method}_bootstrap"].get("n_resamples") == 20
         exponent = fit["approach2"]["n_opt"]["exponent"]
         assert 0.3 < exponent < 1.2  # loose sanity range; the closing note records the values
+        assert fit["budgets"][0] == 1e18 and fit["budgets"][-1] == 1e21
+
+
+def test_the_authors_notebook_laws_come_out_of_the_workflow(paper_study):
+    """The downloaded logs, read as the authors' notebook reads them, give its printed exponents."""
+    printed = {"clm": (0.5574533, 0.42614584, -0.02492932), "mlm": (0.759801868, 0.256133566, -0.02872987)}
+    for objective, (a, b, loss) in printed.items():
+        fit = json.loads((paper_study / f"results/paper/fits/{objective}.json").read_text())
+        nb = fit["notebook_envelope"]
+        assert nb["n_opt"]["exponent"] == pytest.approx(a, abs=2e-6)
+        assert nb["d_opt"]["exponent"] == pytest.approx(b, abs=2e-6)
+        assert nb["loss"]["exponent"] == pytest.approx(loss, abs=2e-6)
+        ci = fit["notebook_envelope_bootstrap"]["percentiles"]["n_opt_exponent"]
+        assert ci["lo"] < a < ci["hi"]
 
 
 def test_transfer_law_on_the_published_transfer_logs(paper_study):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from plmscale import fits
+from plmscale import fits, notebook_fit
 from plmscale.atomic import write_json_atomic, write_text_atomic
 from plmscale.extrapolation import extrapolation_check
 from plmscale.paper_logs import (
@@ -90,11 +90,38 @@ def _attempt(label: str, fn, /, *args, **kwargs) -> dict[str, Any]:
         return {"method": label, "skipped_reason": str(err)}
 
 
+NOTEBOOK_DIRS = {"clm": "gpt_valid/approach3_flops", "mlm": "mlm_valid/approach3_flops"}
+
+
+def notebook_entries(logs_root: str | Path, objective: str, *, n_bootstrap: int, seed: int) -> dict[str, Any]:
+    """The authors' notebook fit (:mod:`plmscale.notebook_fit`) on the raw logs, and its run bootstrap."""
+    root = Path(logs_root)
+    logs = next(
+        (r for r in (root / "data" / "training_logs", root) if (r / NOTEBOOK_DIRS[objective]).is_dir()), root
+    )
+    try:
+        files = notebook_fit.read_log_dir(logs / NOTEBOOK_DIRS[objective])
+    except ValueError as err:
+        return {"notebook_envelope": {"method": "notebook_envelope", "skipped_reason": str(err)}}
+    return {
+        "notebook_envelope": _attempt("notebook_envelope", notebook_fit.notebook_fit, files, objective),
+        "notebook_envelope_bootstrap": _attempt(
+            "notebook_envelope_bootstrap",
+            notebook_fit.notebook_bootstrap,
+            files,
+            objective,
+            n_resamples=n_bootstrap,
+            seed=seed,
+        ),
+    }
+
+
 def fit_paper_objective(
     points_path: str,
     finals_path: str,
     output: str,
     *,
+    logs_root: str | Path,
     objective: str,
     n_bootstrap: int,
     seed: int,
@@ -132,7 +159,9 @@ def fit_paper_objective(
         "n_runs": finals.height,
         "n_isoflop_runs": iso.height,
         "n_points": points.height,
+        "budgets": sorted(set(budgets.tolist())),
         "published": {**PUBLISHED[objective], "source": PUBLISHED_SOURCE},
+        **notebook_entries(logs_root, objective, n_bootstrap=n_bootstrap, seed=seed),
         "approach1": _attempt("approach1", fits.approach1, curves, n_bins=approach1_bins),
         "approach1_bootstrap": _attempt(
             "approach1_bootstrap",
@@ -196,7 +225,9 @@ def _interval(boot: dict[str, Any], *keys: str) -> tuple[float, float] | None:
 def coefficient_rows(fit: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     objective = fit["objective"]
-    for method in ("approach1", "approach2", "approach3"):
+    for method in ("notebook_envelope", "approach1", "approach2", "approach3"):
+        if method not in fit:  # a fit JSON written before the notebook method existed
+            continue
         res, boot = fit.get(method, {}), fit.get(f"{method}_bootstrap", {})
         row: dict[str, Any] = {"objective": objective, "method": method}
         for law, key in (("n_opt", "n_opt_exponent"), ("d_opt", "d_opt_exponent")):
@@ -212,7 +243,27 @@ def coefficient_rows(fit: dict[str, Any]) -> list[dict[str, Any]]:
                 ci = _interval(boot, p)
                 row[f"{p}_ci"] = None if ci is None else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
         row["skipped"] = res.get("skipped_reason") or res.get("law_reason")
+        if method == "notebook_envelope" and res.get("loss"):
+            row["loss_coefficient"], row["loss_exponent"] = (
+                res["loss"]["coefficient"],
+                res["loss"]["exponent"],
+            )
+            ci = _interval(boot, "loss_exponent")
+            row["loss_exponent_ci"] = None if ci is None else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
         rows.append(row)
+    printed = notebook_fit.PUBLISHED_NOTEBOOK[objective]
+    rows.append(
+        {
+            "objective": objective,
+            "method": "authors' notebook, printed output",
+            "n_opt_exponent": printed["n_opt"][1],
+            "n_opt_coefficient": printed["n_opt"][0],
+            "d_opt_exponent": printed["d_opt"][1],
+            "d_opt_coefficient": printed["d_opt"][0],
+            "loss_coefficient": printed["loss"][0],
+            "loss_exponent": printed["loss"][1],
+        }
+    )
     rows.append(
         {
             "objective": objective,
@@ -242,6 +293,13 @@ def coefficient_table(fit_paths: list[str], csv_out: str, md_out: str) -> pl.Dat
             return "—" if value is None else f"{value:.3f} {row.get(key + '_ci') or ''}".strip()
 
         note = r.get("skipped") or ""
+        if r.get("loss_exponent") is not None:
+            note = (
+                f"L = {r['loss_coefficient']:.5f} (C/8.64e19)^{r['loss_exponent']:.6f} "
+                f"{r.get('loss_exponent_ci') or ''}; "
+                f"N_opt = {r['n_opt_coefficient']:.5g} C^{r['n_opt_exponent']:.6f}, "
+                f"D_opt = {r['d_opt_coefficient']:.6g} C^{r['d_opt_exponent']:.6f}"
+            )
         if r["method"] == "approach3" and r.get("alpha") is not None:
             alpha = f"alpha={r['alpha']:.3f} {r.get('alpha_ci') or ''}"
             note = f"{alpha}, beta={r['beta']:.3f} {r.get('beta_ci') or ''}"

@@ -86,6 +86,10 @@ class PowerLaw:
     def to_dict(self) -> dict[str, float | None]:
         return {"coefficient": plain(self.coefficient), "exponent": plain(self.exponent)}
 
+    @classmethod
+    def from_dict(cls, d: Any) -> PowerLaw:
+        return cls(coefficient=float(d["coefficient"]), exponent=float(d["exponent"]))
+
 
 def fit_power_law(x: ArrayLike, y: ArrayLike) -> PowerLaw:
     """Least-squares fit of ``log y = log k + p log x``; returns ``PowerLaw(k, p)``.
