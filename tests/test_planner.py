@@ -20,6 +20,7 @@ def symmetric_fit() -> dict:
     law = {"coefficient": 6**-0.5, "exponent": 0.5}
     return {
         "objective": "clm",
+        "budgets": [1e17, 1e19, 1e21],
         "approach1": {"method": "approach1", "skipped_reason": "only 1 envelope point(s) from 3 points"},
         "approach2": {
             "method": "approach2",
@@ -264,3 +265,201 @@ def test_plan_cli_uses_the_mfu_measured_by_the_largest_accelerator_run(tmp_path,
     assert main([*args, "--runs", str(tmp_path / "nothing"), "--json"]) == 0
     assumed = json.loads(capsys.readouterr().out)
     assert assumed["mfu"] == 0.4 and assumed["mfu_source"].startswith("assumed")
+
+
+# --------------------------------------------------------------------------------------------------------
+# which fit, which method, how far outside the fitted range
+# --------------------------------------------------------------------------------------------------------
+
+
+def _write(path, fit):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fit))
+    return path
+
+
+def test_choose_fit_order(tmp_path):
+    study_dir, paper_dir = tmp_path / "results/fits", tmp_path / "results/paper/fits"
+    study, paper = study_dir / "clm.json", paper_dir / "clm.json"
+
+    def choose(method="approach3", explicit=None):
+        return planner.choose_fit("clm", method, explicit, study_dir, paper_dir)
+
+    with pytest.raises(ValueError, match=r"neither .*results/fits/clm.json.*make run.*results/paper/fits/clm"
+                                         r"\.json.*snakemake --cores all paper_figures"):  # fmt: skip
+        choose()
+    _write(paper, symmetric_fit())
+    assert choose() == (paper, f"the paper's logs; no own study fit at {study}")
+    _write(study, symmetric_fit())  # has approach3's laws, not approach2's
+    assert choose() == (study, "your own study's fit")
+    path, why = choose("approach2")
+    assert path == paper and why.startswith(
+        f"the paper's logs; {study} has no approach2 law: 1 usable budget"
+    )
+    path, why = choose("notebook_envelope")
+    assert path == paper and "has no notebook_envelope law: the method is absent" in why
+    paper.unlink()  # no paper fit: the study's, and plan() names the method that has a law
+    path, why = choose("approach2")
+    assert path == study and why.endswith(f"and there is no paper fit at {paper}")
+    other = _write(tmp_path / "mine.json", {})
+    assert choose(explicit=other) == (other, "given with --fit")
+    with pytest.raises(ValueError, match=r"--fit .*nope\.json: no such file"):
+        choose(explicit=tmp_path / "nope.json")
+    study.write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read the fit JSON"):
+        choose()
+
+
+def test_orders_outside_the_fitted_range():
+    rng = (1e18, 1e21)
+    assert planner.orders_outside(1e5, rng) == pytest.approx(-13.0, abs=1e-12)  # log10(1e18 / 1e5) below
+    assert planner.orders_outside(1e23, rng) == pytest.approx(2.0, abs=1e-12)  # log10(1e23 / 1e21) above
+    assert planner.orders_outside(1e19, rng) == 0.0
+    assert planner.orders_outside(1e18, rng) == 0.0 and planner.orders_outside(1e21, rng) == 0.0
+    assert planner.orders_outside(1e19, None) is None
+    assert planner.range_message(1e5, rng, 4) == (
+        "C = 1e+05 FLOPs lies 13.0 orders of magnitude below the fitted compute range 1e+18 .. 1e+21 FLOPs "
+        "(4 IsoFLOP budgets)"
+    )
+    assert "2.0 orders of magnitude above" in planner.range_message(1e23, rng)
+    assert "unknown" in planner.range_message(1e19, None)
+    with pytest.raises(ValueError, match="flops must be a finite positive"):
+        planner.orders_outside(0.0, rng)
+
+
+def test_fitted_budgets_top_level_then_approach2_entries():
+    assert planner.fitted_budgets({"budgets": [1e21, 1e18, 1e19]}) == (1e18, 1e19, 1e21)
+    a2 = {"approach2": {"budgets": [{"budget": 3e19}, {"budget": 1e18}, {"budget": None}]}}
+    assert planner.fitted_budgets(a2) == (1e18, 3e19)
+    assert planner.fitted_budgets({"budgets": [], **a2}) == (1e18, 3e19)
+    assert planner.fitted_budgets(symmetric_fit() | {"budgets": []}) is None  # approach2 "budgets": []
+
+
+def test_plan_records_the_range_and_notes_extrapolation():
+    inside = planner.plan(symmetric_fit(), flops=1e20, **PLAN_KW)
+    assert inside.fitted_range == (1e17, 1e21) and inside.orders_outside == 0.0
+    assert "fitted compute range    1e+17 .. 1e+21 FLOPs (C inside)" in planner.format_plan(inside)
+    above = planner.plan(symmetric_fit(), flops=1e23, **PLAN_KW)  # planned; the CLI needs --extrapolate
+    assert above.orders_outside == pytest.approx(2.0)
+    assert above.to_dict()["fitted_range"] == [1e17, 1e21]
+    assert any(
+        "2.0 orders of magnitude above the fitted compute range 1e+17 .. 1e+21" in n for n in above.notes
+    )
+    unknown = planner.plan({**symmetric_fit(), "budgets": None}, flops=1e20, **PLAN_KW)
+    assert unknown.fitted_range is None and unknown.orders_outside is None
+    assert any("fitted compute range is unknown" in n for n in unknown.notes)
+
+
+def test_absurd_plans_are_refused_with_the_fix():
+    # N_opt = sqrt(1e5 / 6) = 129 parameters at 1e5 FLOPs; the law reaches 1e3 at C = 6 (1e3)^2 = 6e6
+    with pytest.raises(ValueError, match=r"N_opt = 129 parameters .* not a model to train .* 12\.0 orders of "
+                                         r"magnitude below .*; plan at least 6e\+06 FLOPs"):  # fmt: skip
+        planner.plan(symmetric_fit(), flops=1e5, **PLAN_KW)
+    # with the floor lowered, the smallest shape (54,561 params) gets 1e5 / (6 * 54,561) = 0.31 tokens
+    with pytest.raises(ValueError, match=r"0\.305 tokens, less than one optimizer step"):
+        planner.plan(symmetric_fit(), flops=1e5, min_n_opt=1.0, **PLAN_KW)
+    # a law that only reaches the floor above its fitted range says so: sqrt(1e6 / 6) = 408 parameters;
+    # 1e3 parameters at 6e6 FLOPs, log10(6e6 / 1e6) = 0.8 orders above the range
+    small = {**symmetric_fit(), "budgets": [1e5, 1e6]}
+    with pytest.raises(ValueError, match=r"reaches 1e\+03 parameters only at 6e\+06 FLOPs, 0\.8 orders"):
+        planner.plan(small, flops=1e6, **PLAN_KW)
+
+
+def notebook_fit_dict() -> dict:
+    """The paper's layout with the authors' notebook fit: N_opt = 1e-3 C^0.6, D_opt = (1e3 / 6) C^0.4 (so
+    6 N_opt D_opt = C), L = 2 (C / 8.64e19)^-0.025; Approaches 1, 2 skipped, no Approach 3."""
+    skipped = {"method": "approach2", "skipped_reason": "no isoflop runs"}
+    return {
+        "objective": "mlm",
+        "budgets": [1e18, 1e19, 1e20, 1e21],
+        "approach1": {"method": "approach1", "skipped_reason": "no curves"},
+        "approach2": skipped,
+        "notebook_envelope": {
+            "method": "notebook_envelope",
+            "objective": "mlm",
+            "n_opt": {"coefficient": 1e-3, "exponent": 0.6},
+            "d_opt": {"coefficient": 1e3 / 6, "exponent": 0.4},
+            "loss": {"coefficient": 2.0, "exponent": -0.025},
+            "loss_flops_unit": 8.64e19,
+        },
+        "notebook_envelope_bootstrap": {
+            "method": "notebook_envelope_bootstrap",
+            "samples": {"n_opt_coefficient": [0.8e-3, 1e-3, 1.2e-3], "n_opt_exponent": [0.6, 0.6, 0.6]},
+        },
+    }
+
+
+def test_plan_with_the_authors_notebook_fit():
+    assert "notebook_envelope" in planner.METHODS
+    kw = {**PLAN_KW, "objective": "mlm"}
+    p = planner.plan(notebook_fit_dict(), flops=1e20, method="notebook_envelope", **kw)
+    # by hand: N_opt = 1e-3 * (1e20)^0.6 = 1e-3 * 1e12 = 1e9; D_opt = (1e3 / 6) * 1e8 = 1.6667e10
+    assert p.method == "notebook_envelope"
+    assert p.n_opt == pytest.approx(1e9, rel=1e-12)
+    assert p.d_opt == pytest.approx(1e20 / 6e9, rel=1e-12)
+    assert abs(math.log(p.n_params / 1e9)) < math.log(1.03)
+    assert p.num_tokens == pytest.approx(1e20 / (6 * p.n_params), rel=1e-12)
+    # N_opt interval from the three draws k * 1e12: 8e8, 1e9, 1.2e9
+    lo, med, hi = np.percentile([8e8, 1e9, 1.2e9], [2.5, 50, 97.5])
+    assert p.n_opt_interval == pytest.approx({"lo": lo, "median": med, "hi": hi}, rel=1e-12)
+    assert p.predicted_loss is None  # no Approach 3 in this fit
+    # the notebook's own L(C) = 2 (1e20 / 8.64e19)^-0.025 = 2 exp(-0.025 ln 1.15741) = 2 * 0.996352 = 1.99270
+    assert any("notebook L(C) = 2 (C / 8.64e+19)^-0.025 gives 1.9927 at this budget" in n for n in p.notes)
+    skipped = notebook_fit_dict()
+    skipped["notebook_envelope"] = {"method": "notebook_envelope", "skipped_reason": "2 envelope points"}
+    with pytest.raises(ValueError, match="notebook_envelope has no N_opt law in this fit: 2 envelope points"):
+        planner.plan(skipped, flops=1e20, method="notebook_envelope", **kw)
+
+
+def test_plan_cli_exit_codes_for_budgets_outside_the_fitted_range(tmp_path, capsys):
+    from plmscale.cli import main
+
+    fit = _write(tmp_path / "fit.json", {**symmetric_fit(), "budgets": [1e18, 1e19, 1e21]})
+    base = ["plan", "--objective", "clm", "--fit", str(fit), "--method", "approach3", "--runs", str(tmp_path)]
+    assert main([*base, "--flops", "1e23"]) == 3
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert (
+        "C = 1e+23 FLOPs lies 2.0 orders of magnitude above the fitted compute range 1e+18 .. 1e+21"
+        in out.err
+    )
+    assert "--extrapolate" in out.err and "given with --fit" in out.err
+    assert main([*base, "--flops", "1e23", "--extrapolate"]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith(f"fit: {fit} (given with --fit)")
+    assert "note: C = 1e+23 FLOPs lies 2.0 orders of magnitude above" in out.out
+    assert main([*base, "--flops", "1e5"]) == 3
+    assert "13.0 orders of magnitude below" in capsys.readouterr().err
+    # planned anyway, the law gives 129 parameters: no model printed
+    assert main([*base, "--flops", "1e5", "--extrapolate"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "not a model to train" in out.err and "plan at least 6e+06 FLOPs" in out.err
+    assert main([*base, "--flops", "1e20", "--json"]) == 0
+    plan_json = json.loads(capsys.readouterr().out)
+    assert plan_json["orders_outside"] == 0.0 and plan_json["fit_reason"] == "given with --fit"
+
+
+def test_plan_cli_picks_the_fit_and_says_why(tmp_path, capsys, monkeypatch):
+    from plmscale.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    base = ["plan", "--objective", "mlm", "--flops", "1e20", "--runs", "nothing"]
+    assert main([*base, "--method", "notebook_envelope"]) == 2
+    err = capsys.readouterr().err
+    assert "results/fits/mlm.json" in err and "results/paper/fits/mlm.json" in err and "paper_figures" in err
+    _write(tmp_path / "results/fits/mlm.json", {**symmetric_fit(), "objective": "mlm"})
+    # the study's fit has no approach2 law and there is no paper fit: that is said first (exit 2), before
+    # anything about the range (1e23 is 2 orders of magnitude above it)
+    assert main(["plan", "--objective", "mlm", "--flops", "1e23", "--method", "approach2"]) == 2
+    err = capsys.readouterr().err
+    assert "approach2 has no N_opt law in this fit" in err and "use --method approach3" in err
+    _write(tmp_path / "results/paper/fits/mlm.json", notebook_fit_dict())
+    assert main([*base, "--method", "notebook_envelope"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == (
+        "fit: results/paper/fits/mlm.json (the paper's logs; results/fits/mlm.json has no notebook_envelope "
+        "law: the method is absent from the fit result)"
+    )
+    assert "(method: notebook_envelope)" in out and "N_opt   1e+09 params" in out
+    assert main([*base, "--method", "approach3"]) == 0
+    assert capsys.readouterr().out.startswith("fit: results/fits/mlm.json (your own study's fit)")

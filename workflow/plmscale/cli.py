@@ -49,6 +49,8 @@ def format_summary(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from plmscale.planner import METHODS
+
     parser = argparse.ArgumentParser(prog="plmscale", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_summary = sub.add_parser("summary", help="print fitted exponents and best runs of a finished study")
@@ -59,14 +61,21 @@ def main(argv: list[str] | None = None) -> int:
     p_plan.add_argument(
         "--fit",
         type=Path,
-        help="fit JSON (default: results/paper/fits/<objective>.json, else results/fits/<objective>.json)",
+        help="fit JSON (default: results/fits/<objective>.json, your own study, when it has the method's "
+        "law, else results/paper/fits/<objective>.json, the paper's logs)",
     )
     p_plan.add_argument(
         "--method",
         default="approach2",
-        choices=("approach1", "approach2", "approach3"),
-        help="which law gives N_opt and D_opt (default: approach2, the IsoFLOP fits; the loss always "
-        "comes from Approach 3's L(N, D))",
+        choices=METHODS,
+        help="which law gives N_opt and D_opt (default: approach2, the IsoFLOP fits; notebook_envelope is "
+        "the authors' notebook fit, in the paper's fit only; the loss always comes from Approach 3's "
+        "L(N, D))",
+    )
+    p_plan.add_argument(
+        "--extrapolate",
+        action="store_true",
+        help="plan a budget outside the fitted compute range (otherwise: a warning and exit code 3)",
     )
     p_plan.add_argument("--tokens-per-step", type=int, default=524_288, help="tokens per optimizer step")
     p_plan.add_argument("--context", type=int, default=1024, help="tokens per sequence (attention FLOPs)")
@@ -97,28 +106,44 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from plmscale.planner import format_plan, plan
+    """Exit codes: 0 a plan, 2 a user error (no fit, no law, an absurd plan), 3 the budget lies outside
+    the fitted compute range and --extrapolate was not given."""
+    from plmscale.planner import (
+        choose_fit,
+        fitted_budgets,
+        format_plan,
+        method_laws,
+        orders_outside,
+        plan,
+        range_message,
+    )
 
-    path = args.fit
-    if path is None:
-        candidates = [
-            Path(f"results/paper/fits/{args.objective}.json"),
-            Path(f"results/fits/{args.objective}.json"),
-        ]
-        path = next((c for c in candidates if c.is_file()), None)
-        if path is None:
-            print(
-                "no fit result found: run `snakemake paper_figures` or `make run`, or pass --fit",
-                file=sys.stderr,
-            )
-            return 2
+    try:
+        path, why = choose_fit(args.objective, args.method, args.fit)
+        fit = json.loads(path.read_text())
+        if not isinstance(fit, dict):
+            raise ValueError(f"{path} is not a fit JSON (a JSON object with one entry per method)")
+        method_laws(fit, args.method)  # no law: say so before anything about its range
+        budgets = fitted_budgets(fit)
+        fitted_range = None if budgets is None else (budgets[0], budgets[-1])
+        off = orders_outside(args.flops, fitted_range)
+    except ValueError as err:  # json.JSONDecodeError included
+        print(f"plmscale plan: {err}", file=sys.stderr)
+        return 2
+    if off and not args.extrapolate:
+        print(
+            f"plmscale plan: warning: {range_message(args.flops, fitted_range, len(budgets or ()))} of "
+            f"{path} ({why}); plan a budget inside it, or pass --extrapolate to plan this one anyway",
+            file=sys.stderr,
+        )
+        return 3
     mfu, peak, source = _utilisation(args)
     if not 0 < mfu <= 1:
         print(f"--mfu {mfu} must be in (0, 1]", file=sys.stderr)
         return 2
     try:
         result = plan(
-            json.loads(path.read_text()),
+            fit,
             flops=args.flops,
             objective=args.objective,
             method=args.method,
@@ -131,9 +156,10 @@ def _plan(args: argparse.Namespace) -> int:
         print(f"plmscale plan: {err}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({**result.to_dict(), "mfu_source": source}, indent=2))
+        out = {**result.to_dict(), "mfu_source": source, "fit": str(path), "fit_reason": why}
+        print(json.dumps(out, indent=2))
     else:
-        print(f"fit: {path}\nMFU {mfu:.1%} of {peak:.4g} FLOP/s: {source}\n{format_plan(result)}")
+        print(f"fit: {path} ({why})\nMFU {mfu:.1%} of {peak:.4g} FLOP/s: {source}\n{format_plan(result)}")
     return 0
 
 

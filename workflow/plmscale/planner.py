@@ -1,11 +1,17 @@
 """Turn a fitted scaling law into a concrete training plan for a compute budget.
 
-Input is the per-objective JSON the fit stage writes (:func:`plmscale.fitting.fit_objective`): keys
-``"approach1"``, ``"approach2"``, ``"approach3"``, each a ``to_dict()`` of a result in :mod:`plmscale.fits`
-(or ``{"method": ..., "skipped_reason": ...}`` when the data could not support it). A method's bootstrap
+Input is the per-objective JSON the fit stage writes (:func:`plmscale.fitting.fit_objective`) or the
+paper's (:func:`plmscale.paper.fit_paper_objective`): keys ``"approach1"``, ``"approach2"``,
+``"approach3"``, each a ``to_dict()`` of a result in :mod:`plmscale.fits`, and in the paper's also
+``"notebook_envelope"`` (the authors' notebook fit, :class:`plmscale.notebook_fit.NotebookFit`), each
+``{"method": ..., "skipped_reason": ...}`` when the data could not support it. A method's bootstrap
 (``Approach3BootstrapResult.to_dict()`` or ``LawBootstrapResult.to_dict()``) is read from
 ``fit_result[method]["bootstrap"]`` or, failing that, ``fit_result[f"{method}_bootstrap"]`` (the layout of
 :mod:`plmscale.paper`); a skipped bootstrap (``skipped_reason``) counts as absent.
+
+Which file: :func:`choose_fit` (``--fit``, else the own study's fit when it has the method's law, else
+the paper's). The compute range a fit was made on is ``[min, max]`` of its top-level ``"budgets"``
+(:func:`fitted_budgets`); :func:`orders_outside` says how far a budget lies outside it.
 
 The plan (:func:`plan`):
 
@@ -19,14 +25,20 @@ The plan (:func:`plan`):
 5. The predicted loss from Approach 3's ``L(N, D) = E + A/N^alpha + B/D^beta`` when that fit exists
    (whatever ``method`` chose ``N``), at the planned ``(N, D)`` and at ``(N_opt, D_opt)``; its interval is
    described in :func:`loss_interval`.
+
+:func:`plan` refuses (``ValueError`` naming the fix) a law that gives ``N_opt`` below :data:`MIN_N_OPT`
+parameters or a run shorter than one optimizer step: far below the fitted range a power law gives
+nonsense (e.g. 0.015 parameters for 1e5 FLOPs), and that must not be printed as a model.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,17 +49,29 @@ from plmscale.powerlaw import compute_optimal_laws
 
 __all__ = [
     "METHODS",
+    "MIN_N_OPT",
     "SHAPE_RULE",
     "Plan",
     "bootstrap_of",
     "candidate_shapes",
+    "choose_fit",
+    "fitted_budgets",
     "format_plan",
     "loss_interval",
+    "method_laws",
     "nearest_shape",
+    "orders_outside",
     "plan",
+    "range_message",
 ]
 
-METHODS: tuple[str, ...] = ("approach1", "approach2", "approach3")
+#: Every method whose ``n_opt``/``d_opt`` laws a plan can use; ``notebook_envelope`` (the authors' own
+#: notebook fit) is only in the paper's fit JSON.
+METHODS: tuple[str, ...] = ("approach1", "approach2", "approach3", "notebook_envelope")
+#: The smallest N_opt (non-embedding parameters) a plan accepts: below it the law is extrapolated into
+#: nonsense (no transformer is that small: the shape grid starts at 54,561; the embedded study's models
+#: have 14k-240k, the paper's smallest 3.5 M).
+MIN_N_OPT = 1e3
 
 #: Search space and preference of :func:`nearest_shape`.
 MAX_LAYERS = 96
@@ -146,9 +170,11 @@ def _missing_reason(fit: Mapping[str, Any] | None) -> str:
     return str(fit.get("skipped_reason") or fit.get("law_reason") or "no n_opt/d_opt power law recorded")
 
 
-def _method_laws(
+def method_laws(
     fit_result: Mapping[str, Any], method: str
 ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``((k_N, a), (k_D, b))`` of ``method``'s ``N_opt = k_N C^a`` and ``D_opt = k_D C^b``; ``ValueError``
+    naming a method that has them when it has none (skipped, or absent from the fit)."""
     fit = fit_result.get(method)
     fit = fit if isinstance(fit, Mapping) else None
     n_law = None if fit is None else _law(fit, "n_opt")
@@ -162,6 +188,106 @@ def _method_laws(
 
 def _has_laws(fit: Any) -> bool:
     return isinstance(fit, Mapping) and _law(fit, "n_opt") is not None and _law(fit, "d_opt") is not None
+
+
+def _positive_floats(values: Any) -> list[float]:
+    if not isinstance(values, Sequence) or isinstance(values, str):
+        return []
+    out = []
+    for v in values:
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0:
+            out.append(float(v))
+    return out
+
+
+def fitted_budgets(fit_result: Mapping[str, Any]) -> tuple[float, ...] | None:
+    """The sorted IsoFLOP budgets (FLOPs) a fit was made on: the top-level ``"budgets"`` list, else the
+    ``"budget"`` of each entry of Approach 2's ``"budgets"``; ``None`` when the fit records neither."""
+    budgets = _positive_floats(fit_result.get("budgets"))
+    if not budgets:
+        a2 = fit_result.get("approach2")
+        entries = a2.get("budgets") if isinstance(a2, Mapping) else None
+        if isinstance(entries, Sequence):
+            budgets = _positive_floats([e.get("budget") for e in entries if isinstance(e, Mapping)])
+    return tuple(sorted(set(budgets))) or None
+
+
+def orders_outside(flops: float, fitted_range: tuple[float, float] | None) -> float | None:
+    """How far ``flops`` lies outside ``fitted_range = (lo, hi)``, in orders of magnitude:
+    ``log10(flops / hi) > 0`` above, ``-log10(lo / flops) < 0`` below, ``0.0`` inside; ``None`` when the
+    range is unknown. Raises ``ValueError`` unless ``flops`` is a finite positive number."""
+    _positive("flops", flops, "pass the training budget in FLOPs, e.g. 1e21")
+    if fitted_range is None:
+        return None
+    lo, hi = fitted_range
+    if flops > hi:
+        return math.log10(flops / hi)
+    if flops < lo:
+        return -math.log10(lo / flops)
+    return 0.0
+
+
+def range_message(
+    flops: float, fitted_range: tuple[float, float] | None, n_budgets: int | None = None
+) -> str:
+    """One sentence on where ``flops`` lies relative to ``fitted_range`` (see :func:`orders_outside`)."""
+    off = orders_outside(flops, fitted_range)
+    if fitted_range is None or off is None:
+        return "the fitted compute range is unknown (the fit records no budgets): cannot check extrapolation"
+    lo, hi = fitted_range
+    of = f" ({n_budgets} IsoFLOP budgets)" if n_budgets else ""
+    span = f"the fitted compute range {lo:.3g} .. {hi:.3g} FLOPs{of}"
+    if off == 0:
+        return f"C = {flops:.3g} FLOPs lies inside {span}"
+    side = "above" if off > 0 else "below"
+    return f"C = {flops:.3g} FLOPs lies {abs(off):.1f} orders of magnitude {side} {span}"
+
+
+def _read_fit(path: Path) -> Mapping[str, Any]:
+    try:
+        fit = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read the fit JSON {path}: {err}") from err
+    if not isinstance(fit, Mapping):
+        raise ValueError(f"{path} is not a fit JSON (a JSON object with one entry per method)")
+    return fit
+
+
+def choose_fit(
+    objective: str,
+    method: str,
+    explicit: Path | str | None = None,
+    study_dir: Path | str = "results/fits",
+    paper_dir: Path | str = "results/paper/fits",
+) -> tuple[Path, str]:
+    """Which fit JSON to plan from, and why: ``explicit`` (``--fit``) when given; else the own study's
+    ``study_dir/<objective>.json`` when it exists and has ``method``'s N_opt/D_opt laws; else the paper's
+    ``paper_dir/<objective>.json`` (from the authors' released logs); else the study's fit even without the
+    law (:func:`plan` then names the methods it has). Raises ``ValueError`` when there is no fit at all,
+    naming both paths and the Snakemake targets that write them."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ValueError(f"--fit {path}: no such file")
+        return path, "given with --fit"
+    study = Path(study_dir) / f"{objective}.json"
+    paper = Path(paper_dir) / f"{objective}.json"
+    if study.is_file():
+        fit = _read_fit(study)
+        if _has_laws(fit.get(method)):
+            return study, "your own study's fit"
+        entry = fit.get(method)
+        why = f"{study} has no {method} law: {_missing_reason(entry if isinstance(entry, Mapping) else None)}"
+        if paper.is_file():
+            return paper, f"the paper's logs; {why}"
+        return study, f"your own study's fit; {why} and there is no paper fit at {paper}"
+    if paper.is_file():
+        return paper, f"the paper's logs; no own study fit at {study}"
+    raise ValueError(
+        f"no fit result for {objective}: neither {study} (your study: `snakemake --cores all {study}` or "
+        f"`make run`) nor {paper} (the paper's logs: `snakemake --cores all paper_figures`) exists; or pass "
+        "--fit PATH"
+    )
 
 
 _LOSS_PARAMS: tuple[str, ...] = ("E", "A", "B", "alpha", "beta")
@@ -315,6 +441,10 @@ class Plan:
     loss_interval_kind: str
     shape_rule: str = SHAPE_RULE
     notes: tuple[str, ...] = field(default=())
+    fitted_range: tuple[float, float] | None = None
+    """``(min, max)`` of the IsoFLOP budgets the fit was made on (:func:`fitted_budgets`), if recorded."""
+    orders_outside: float | None = None
+    """:func:`orders_outside` of ``flops``: > 0 above the fitted range, < 0 below, 0 inside, None unknown."""
 
     @property
     def tokens_per_param(self) -> float:
@@ -367,6 +497,8 @@ class Plan:
             "loss_interval": plain_map(self.loss_interval),
             "loss_interval_kind": self.loss_interval_kind,
             "shape_rule": self.shape_rule,
+            "fitted_range": None if self.fitted_range is None else [plain(x) for x in self.fitted_range],
+            "orders_outside": plain(self.orders_outside),
             "notes": list(self.notes),
         }
 
@@ -388,12 +520,17 @@ def plan(
     context: int,
     vocab_size: int = 33,
     shapes: list[ModelShape] | None = None,
+    min_n_opt: float = MIN_N_OPT,
 ) -> Plan:
     """Plan a compute-optimal run of ``flops`` training FLOPs (``C = 6 N D``) with ``method``'s laws.
 
     ``device_peak_flops`` is the accelerator's peak FLOP/s in the training precision (e.g. 9.89e14 for an
     H100 SXM in dense bf16), ``mfu`` the model-FLOP utilisation expected (0 < mfu <= 1). Raises
-    ``ValueError`` naming the fix when the method has no law in ``fit_result`` or an argument is invalid.
+    ``ValueError`` naming the fix when the method has no law in ``fit_result``, an argument is invalid, or
+    the law gives an absurd plan (``N_opt`` below ``min_n_opt``, default :data:`MIN_N_OPT`, or not finite;
+    fewer tokens than one optimizer step). A budget outside the fitted compute range is planned, with
+    :attr:`Plan.orders_outside` and a note saying by how much (the CLI refuses it without
+    ``--extrapolate``).
     """
     if not isinstance(fit_result, Mapping):
         raise ValueError(f"fit_result must be the fit JSON as a dict, got {type(fit_result).__name__}")
@@ -418,16 +555,36 @@ def plan(
         if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
-    (kn, an), (kd, ad) = _method_laws(fit_result, method)
-    n_opt, d_opt = kn * flops**an, kd * flops**ad
+    (kn, an), (kd, ad) = method_laws(fit_result, method)
+    budgets = fitted_budgets(fit_result)
+    fitted_range = None if budgets is None else (budgets[0], budgets[-1])
+    off = orders_outside(flops, fitted_range)
+    where = range_message(flops, fitted_range, None if budgets is None else len(budgets))
+    n_opt, d_opt = _power_law(kn, an, flops), _power_law(kd, ad, flops)
+    if not (math.isfinite(n_opt) and n_opt >= min_n_opt and math.isfinite(d_opt) and d_opt > 0):
+        raise ValueError(
+            f"{method}'s law gives N_opt = {n_opt:.3g} parameters and D_opt = {d_opt:.3g} tokens at "
+            f"C = {flops:.3g} FLOPs, not a model to train (N_opt must be at least {min_n_opt:.3g}); {where}; "
+            f"{_absurd_fix(kn, an, min_n_opt, fitted_range)}"
+        )
     shape, n_exact = nearest_shape(n_opt, vocab_size=vocab_size, shapes=shapes)
     num_tokens = flops / (6.0 * n_exact)
+    if num_tokens < tokens_per_step:
+        raise ValueError(
+            f"C = {flops:.3g} FLOPs trains the {n_exact:,}-parameter model on {num_tokens:.3g} tokens, "
+            f"less than one optimizer step of {tokens_per_step:,} tokens; raise the budget or lower the "
+            "tokens per step"
+        )
     steps = math.ceil(num_tokens / tokens_per_step)
     fpt = flops_per_token_with_attention(shape, n_exact, context)
     total = fpt * num_tokens
     gpu_hours = total / (device_peak_flops * mfu) / 3600.0
 
     notes: list[str] = []
+    if off is None:
+        notes.append(where)
+    elif off != 0:
+        notes.append(f"{where}: extrapolated, the laws are used beyond the budgets they were fitted on")
     params = _approach3_params(fit_result)
     if params is None:
         pred = pred_opt = None
@@ -438,6 +595,9 @@ def plan(
         l_int, l_kind = loss_interval(fit_result, n_exact, num_tokens)
         if method != "approach3":
             notes.append(f"loss predicted by Approach 3's L(N, D) at the {method} allocation")
+    notebook_loss = _notebook_loss(fit_result, method, flops)
+    if notebook_loss is not None:
+        notes.append(notebook_loss)
     n_int, n_kind = _n_opt_interval(fit_result, method, flops)
     if abs(math.log(n_exact / n_opt)) > math.log1p(0.1):
         notes.append(
@@ -456,8 +616,46 @@ def plan(
         vocab_size=int(vocab_size), flops_per_token=fpt, flops_with_attention=total,
         device_peak_flops=float(device_peak_flops), mfu=float(mfu), gpu_hours=gpu_hours,
         predicted_loss=pred, predicted_loss_at_optimum=pred_opt, loss_interval=l_int,
-        loss_interval_kind=l_kind, notes=tuple(notes),
+        loss_interval_kind=l_kind, notes=tuple(notes), fitted_range=fitted_range, orders_outside=off,
     )  # fmt: skip
+
+
+def _absurd_fix(k: float, a: float, min_n_opt: float, fitted_range: tuple[float, float] | None) -> str:
+    """The fix for an N_opt below ``min_n_opt``: the budget where ``k C^a`` reaches it, if any."""
+    other = "use another --method or a fit made on larger budgets (--fit)"
+    at_least = _power_law(1.0, 1.0 / a, min_n_opt / k) if a > 0 else math.nan
+    if not math.isfinite(at_least):
+        return other
+    if fitted_range is not None and at_least > fitted_range[1]:
+        return (
+            f"this law reaches {min_n_opt:.3g} parameters only at {at_least:.3g} FLOPs, "
+            f"{math.log10(at_least / fitted_range[1]):.1f} orders of magnitude above its fitted range; "
+            f"{other}"
+        )
+    return f"plan at least {at_least:.3g} FLOPs (where this law reaches {min_n_opt:.3g} parameters)"
+
+
+def _power_law(k: float, a: float, x: float) -> float:
+    try:
+        return k * x**a
+    except OverflowError:
+        return math.inf
+
+
+def _notebook_loss(fit_result: Mapping[str, Any], method: str, flops: float) -> str | None:
+    """The notebook's own ``L = a (C / unit)^b`` at ``flops`` (unit: a PF-day), as a note."""
+    fit = fit_result.get(method)
+    if method != "notebook_envelope" or not isinstance(fit, Mapping):
+        return None
+    loss_law = _law(fit, "loss")
+    unit = fit.get("loss_flops_unit", 8.64e19)
+    if loss_law is None or not isinstance(unit, int | float) or not unit > 0:
+        return None
+    value = _power_law(loss_law[0], loss_law[1], flops / unit)
+    return (
+        f"the authors' notebook L(C) = {loss_law[0]:.4g} (C / {unit:.3g})^{loss_law[1]:.4g} gives "
+        f"{value:.4f} at this budget"
+    )
 
 
 def _si(x: float) -> str:
@@ -491,6 +689,14 @@ def format_plan(p: Plan) -> str:
         f"  estimated time          {p.gpu_hours:.4g} GPU-hours at {p.mfu:.0%} MFU of "
         f"{p.device_peak_flops:.3g} FLOP/s peak",
     ]
+    if p.fitted_range is not None and p.orders_outside is not None:
+        off = p.orders_outside
+        where = (
+            "inside" if off == 0 else f"{abs(off):.1f} orders of magnitude {'above' if off > 0 else 'below'}"
+        )
+        lines.append(
+            f"  fitted compute range    {p.fitted_range[0]:.3g} .. {p.fitted_range[1]:.3g} FLOPs (C {where})"
+        )
     if p.predicted_loss is None:
         lines.append("  predicted loss          n/a (no Approach 3 fit)")
     else:
