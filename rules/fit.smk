@@ -15,6 +15,8 @@ rule fit:
         approach2_exclude_edge=config["fit"]["approach2_exclude_edge"],
         approach3_grid=config["fit"]["approach3_grid"],
         huber_delta=config["fit"]["huber_delta"],
+        n_bootstrap=config["fit"]["n_bootstrap"],
+        seed=config["fit"]["seed"],
         code=script_code("fit"),
     log:
         "logs/fit/{objective}.log",

@@ -71,6 +71,11 @@ rule paper_coefficients:
             category="Paper reproduction",
         ),
         extrapolation="results/paper/extrapolation.csv",
+        method_steps=report(
+            "results/paper/method_steps.md",
+            caption="report/paper_method_steps.rst",
+            category="Paper reproduction",
+        ),
     params:
         code=script_code("paper_coefficients"),
     log:
@@ -148,4 +153,5 @@ rule paper_figures:
         rules.paper_plots.output,
         "results/paper/coefficients.csv",
         "results/paper/extrapolation.csv",
+        "results/paper/method_steps.md",
         "results/paper/size_mismatches.tsv",

@@ -11,4 +11,5 @@ with logged(snakemake.log[0]):
         objective=snakemake.wildcards.objective, approach1_bins=p.approach1_bins,
         approach2_exclude_edge=p.approach2_exclude_edge,
         approach3_grid=p.approach3_grid, huber_delta=p.huber_delta,
+        n_bootstrap=p.n_bootstrap, seed=p.seed,
     )  # fmt: skip

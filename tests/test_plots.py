@@ -29,3 +29,19 @@ def test_style_axes_sets_log_scales_labels_grid_and_legend():
     assert right.get_legend().get_title().get_text() == ""
     assert all(line.get_visible() for line in left.xaxis.get_gridlines())
     plt.close(fig)
+
+
+def test_law_labels_carry_the_interval_and_unfitted_laws_their_reason():
+    from plmscale.plots import interval_label, not_fitted_label
+
+    law = {"coefficient": 1234.5, "exponent": 0.61}
+    assert (
+        interval_label("approach2", "n_opt", law, (0.52, 0.7))
+        == "Approach 2: N_opt = 1.23e+03 · C^0.610 [0.520, 0.700]"
+    )
+    assert interval_label("approach1", "loss", law, None) == "Approach 1: L = 1.23e+03 · C^0.610"
+    label = not_fitted_label("approach3", "did not converge (STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT)")
+    assert label.replace("\n", " ") == (
+        "Approach 3: not fitted — did not converge (STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT)"
+    )
+    assert max(len(line) for line in label.splitlines()) <= 60

@@ -3,19 +3,39 @@
 A method that the data cannot support (e.g. Approach 2 with fewer than three sizes per budget) is
 recorded in the JSON with the reason, next to the methods that could be fitted; nothing is dropped
 silently.
+
+Every approach also gets a nonparametric bootstrap (``fit.n_bootstrap`` resamples, ``fit.seed``), in the
+key layout of :mod:`plmscale.paper` so one reader serves both: ``"<method>_bootstrap"`` (a ``to_dict()`` of
+:func:`plmscale.fits.approach1_bootstrap` -- whole learning curves resampled --,
+:func:`~plmscale.fits.approach2_bootstrap` -- runs resampled within each budget -- or
+:func:`~plmscale.fits.approach3_bootstrap` -- runs resampled and refitted), or
+``{"method": ..., "skipped_reason": ...}`` when the data cannot support it, and ``"<method>_bands"``: the
+pointwise 2.5/50/97.5 percentiles of ``N_opt(C)`` and ``D_opt(C)`` over the bootstrap draws
+(:func:`plmscale.paper.law_band`). :func:`law_status` says whether a method's law may be drawn or quoted
+as fitted (it exists and, for Approach 3, the optimiser converged).
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from plmscale import fits
 from plmscale.atomic import write_json_atomic
 from plmscale.collect import curve_table, run_table
+from plmscale.paper import law_band
+from plmscale.powerlaw import compute_optimal_laws
+
+METHODS: tuple[str, ...] = ("approach1", "approach2", "approach3")
+#: points of the stored ``"<method>_bands"`` grid, log-spaced from half the smallest to twice the largest
+#: compute of the runs (the range of the optimal-allocation figure)
+BAND_POINTS = 40
 
 
 def _attempt(method: str, fn, *args, **kwargs) -> dict[str, Any]:
@@ -23,6 +43,108 @@ def _attempt(method: str, fn, *args, **kwargs) -> dict[str, Any]:
         return fn(*args, **kwargs).to_dict()
     except ValueError as err:  # the data cannot support this method: say so in the result
         return {"method": method, "skipped_reason": str(err)}
+
+
+def law_status(fit: Mapping[str, Any], method: str) -> str | None:
+    """Why ``method``'s ``N_opt(C)``/``D_opt(C)`` laws in ``fit`` must not be drawn or quoted as fitted:
+    the method was skipped, has no laws (``law_reason``), or -- Approach 3 -- its best L-BFGS-B run did not
+    converge; ``None`` when the laws are usable."""
+    res = fit.get(method) or {}
+    if res.get("skipped_reason"):
+        return str(res["skipped_reason"])
+    if not (res.get("n_opt") and res.get("d_opt")):
+        return str(res.get("law_reason") or "no N_opt(C), D_opt(C) laws in the fit result")
+    if method == "approach3" and res.get("best_converged") is False:
+        return f"did not converge ({res.get('best_message') or 'L-BFGS-B reported no convergence'})"
+    return None
+
+
+def bootstrap_of(fit: Mapping[str, Any], method: str) -> Mapping[str, Any] | None:
+    """``fit["<method>_bootstrap"]``, or ``None`` when absent or skipped."""
+    boot = fit.get(f"{method}_bootstrap")
+    if isinstance(boot, Mapping) and not boot.get("skipped_reason"):
+        return boot
+    return None
+
+
+def exponent_interval(boot: Mapping[str, Any] | None, law: str) -> tuple[float, float] | None:
+    """95% bootstrap interval ``(p2.5, p97.5)`` of the exponent of ``law`` (``"n_opt"``, ``"d_opt"`` or,
+    for Approaches 1 and 2, ``"loss"``): ``n_opt_exponent`` etc. of a
+    :class:`~plmscale.fits.LawBootstrapResult`, the implied ``a``/``b`` of an Approach 3 bootstrap."""
+    if not boot:
+        return None
+    pct = boot.get("percentiles") or {}
+    entry = pct.get(f"{law}_exponent") or pct.get({"n_opt": "a", "d_opt": "b"}.get(law, ""))
+    if not entry:
+        return None
+    lo = entry.get("lo", entry.get("p2.5"))
+    hi = entry.get("hi", entry.get("p97.5"))
+    return None if lo is None or hi is None else (float(lo), float(hi))
+
+
+def law_samples(boot: Mapping[str, Any], law: str) -> list[tuple[float, float]]:
+    """Per-draw ``(coefficient, exponent)`` of ``law`` from a bootstrap's stored ``samples``: directly for
+    Approaches 1 and 2; for Approach 3 the allocation implied by each draw's ``A, B, alpha, beta``
+    (:func:`plmscale.powerlaw.compute_optimal_laws`; draws without one, alpha or beta <= 0, are left out)."""
+    s = boot.get("samples") or {}
+    if f"{law}_exponent" in s:
+        pairs = zip(s[f"{law}_coefficient"], s[f"{law}_exponent"], strict=True)
+        return [(float(k), float(a)) for k, a in pairs if k is not None and a is not None]
+    out = []
+    if law in ("n_opt", "d_opt") and all(k in s for k in ("A", "B", "alpha", "beta")):
+        for big_a, big_b, alpha, beta in zip(s["A"], s["B"], s["alpha"], s["beta"], strict=True):
+            try:
+                n_law, d_law = compute_optimal_laws(big_a, big_b, alpha, beta)
+            except (TypeError, ValueError):  # None (non-finite) or no allocation in this draw
+                continue
+            chosen = n_law if law == "n_opt" else d_law
+            if math.isfinite(chosen.coefficient):
+                out.append((chosen.coefficient, chosen.exponent))
+    return out
+
+
+def law_bands(boot: Mapping[str, Any] | None, c_grid: np.ndarray, laws=("n_opt", "d_opt")) -> dict[str, Any]:
+    """Pointwise 95% bands (:func:`plmscale.paper.law_band`) of each of ``laws`` on ``c_grid`` from the
+    bootstrap's per-draw laws (a draw whose law is not finite on the grid is left out); a law with fewer
+    than two such draws gets no band."""
+    if not boot:
+        return {}
+    c = np.asarray(c_grid, dtype=np.float64)
+    bands = {}
+    for law in laws:
+        with np.errstate(over="ignore", invalid="ignore"):  # a wild draw may overflow: left out below
+            samples = [(k, a) for k, a in law_samples(boot, law) if np.all(np.isfinite(k * c**a))]
+        if len(samples) >= 2:
+            bands[law] = law_band(samples, c)
+    return bands
+
+
+def _approach2_bootstrap(
+    runs: pl.DataFrame, a2: dict[str, Any], *, exclude_edge: bool, **kw
+) -> dict[str, Any]:
+    if not (a2.get("n_opt") and a2.get("d_opt")):  # no law to put an interval on
+        reason = a2.get("skipped_reason") or a2.get("law_reason")
+        return {"method": "approach2_bootstrap", "skipped_reason": f"approach2 has no N_opt(C) law: {reason}"}
+    return _attempt(
+        "approach2_bootstrap", fits.approach2_bootstrap, runs["flops_budget"].to_numpy(),
+        runs["n_params"].to_numpy(), runs["val_loss"].to_numpy(), exclude_edge=exclude_edge, **kw,
+    )  # fmt: skip
+
+
+def _approach3(runs: pl.DataFrame, *, n_bootstrap: int, seed: int, **kw) -> tuple[dict, dict]:
+    n, d, y = (runs[c].to_numpy().astype(float) for c in ("n_params", "num_tokens", "val_loss"))
+    try:
+        a3 = fits.approach3(n, d, y, **kw)
+    except ValueError as err:
+        reason = str(err)
+        return {"method": "approach3", "skipped_reason": reason}, {
+            "method": "approach3_bootstrap", "skipped_reason": f"approach3 not fitted: {reason}"
+        }  # fmt: skip
+    boot = _attempt(
+        "approach3_bootstrap", fits.approach3_bootstrap, n, d, y, n_resamples=n_bootstrap, seed=seed,
+        grid=kw["init_grid"], huber_delta=kw["huber_delta"], full_fit=a3,
+    )  # fmt: skip
+    return a3.to_dict(), boot
 
 
 def fit_tables(
@@ -33,33 +155,49 @@ def fit_tables(
     approach2_exclude_edge: bool,
     approach3_grid: str,
     huber_delta: float,
+    n_bootstrap: int,
+    seed: int,
 ) -> dict[str, Any]:
-    """All three approaches on one objective's final runs (2, 3) and learning curves (1)."""
+    """All three approaches on one objective's final runs (2, 3) and learning curves (1), each with its
+    bootstrap (``n_bootstrap`` resamples from ``seed``) and the 95% bands of its laws."""
     grid = fits.Approach3Grid.small() if approach3_grid == "small" else fits.Approach3Grid()
     curve_points = curves.select(
         run_id=pl.col("run"), flops=pl.col("flops"), n_params=pl.col("n_params").cast(pl.Float64),
         num_tokens=pl.col("num_tokens").cast(pl.Float64), loss=pl.col("val_loss"),
     )  # fmt: skip
-    return {
+    a2 = _attempt(
+        "approach2",
+        fits.approach2,
+        runs["flops_budget"].to_numpy(),
+        runs["n_params"].to_numpy(),
+        runs["val_loss"].to_numpy(),
+        exclude_edge=approach2_exclude_edge,
+    )
+    a3, a3_boot = _approach3(
+        runs, n_bootstrap=n_bootstrap, seed=seed, huber_delta=huber_delta, init_grid=grid
+    )
+    result: dict[str, Any] = {
         "approach1": _attempt("approach1", fits.approach1, curve_points, n_bins=approach1_bins),
-        "approach2": _attempt(
-            "approach2",
-            fits.approach2,
-            runs["flops_budget"].to_numpy(),
-            runs["n_params"].to_numpy(),
-            runs["val_loss"].to_numpy(),
-            exclude_edge=approach2_exclude_edge,
+        "approach1_bootstrap": _attempt(
+            "approach1_bootstrap",
+            fits.approach1_bootstrap,
+            curve_points,
+            n_bins=approach1_bins,
+            n_resamples=n_bootstrap,
+            seed=seed,
         ),
-        "approach3": _attempt(
-            "approach3",
-            fits.approach3,
-            runs["n_params"].to_numpy(),
-            runs["num_tokens"].to_numpy(),
-            runs["val_loss"].to_numpy(),
-            huber_delta=huber_delta,
-            init_grid=grid,
+        "approach2": a2,
+        "approach2_bootstrap": _approach2_bootstrap(
+            runs, a2, exclude_edge=approach2_exclude_edge, n_resamples=n_bootstrap, seed=seed
         ),
+        "approach3": a3,
+        "approach3_bootstrap": a3_boot,
     }
+    compute = [c for c in (*curves["flops"].to_list(), *runs["flops_budget"].to_list()) if c and c > 0]
+    c_grid = np.geomspace(min(compute) / 2, max(compute) * 2, BAND_POINTS) if compute else np.array([])
+    for method in METHODS:
+        result[f"{method}_bands"] = law_bands(bootstrap_of(result, method), c_grid) if len(c_grid) else {}
+    return result
 
 
 def _write_parquet(frame: pl.DataFrame, path: str | Path) -> None:
@@ -81,6 +219,8 @@ def fit_objective(
     approach2_exclude_edge: bool,
     approach3_grid: str,
     huber_delta: float,
+    n_bootstrap: int,
+    seed: int,
 ) -> dict[str, Any]:
     runs = run_table(eval_jsons, done_jsons)
     curves = curve_table(metrics, done_jsons)
@@ -95,6 +235,8 @@ def fit_objective(
             approach2_exclude_edge=approach2_exclude_edge,
             approach3_grid=approach3_grid,
             huber_delta=huber_delta,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
         ),
     }
     _write_parquet(runs, runs_out)
@@ -104,23 +246,47 @@ def fit_objective(
     return result
 
 
+def _ci(interval: tuple[float, float] | None) -> list[float] | None:
+    return None if interval is None else [interval[0], interval[1]]
+
+
 def exponents(result: dict[str, Any]) -> dict[str, Any]:
-    """The headline numbers of a fit result: N_opt ~ C^a and D_opt ~ C^b by each approach."""
+    """The headline numbers of a fit result: N_opt ~ C^a and D_opt ~ C^b by each approach, each with its
+    95% bootstrap interval (``*_ci``: ``[p2.5, p97.5]``, ``None`` without a bootstrap) and, where the law
+    is missing, ``skipped`` (the reason); a law that exists but must not be trusted (Approach 3 did not
+    converge) keeps its numbers and gets ``caveat``. A skipped bootstrap is named in
+    ``bootstrap_skipped``."""
     out: dict[str, Any] = {}
-    for method in ("approach1", "approach2", "approach3"):
+    for method in METHODS:
         fit = result.get(method, {})
+        boot = bootstrap_of(result, method)
+        status = law_status(result, method)
         if fit.get("n_opt") and fit.get("d_opt"):
-            out[method] = {
-                "n_opt_exponent": fit["n_opt"]["exponent"],
-                "d_opt_exponent": fit["d_opt"]["exponent"],
-            }
+            out[method] = {}
+            for law in ("n_opt", "d_opt"):
+                out[method][f"{law}_exponent"] = fit[law]["exponent"]
+                out[method][f"{law}_exponent_ci"] = _ci(exponent_interval(boot, law))
+            if status is not None:
+                out[method]["caveat"] = status
         else:
-            out[method] = {"skipped": fit.get("skipped_reason") or fit.get("law_reason")}
+            out[method] = {"skipped": status}
+        own_boot = result.get(f"{method}_bootstrap")
+        if isinstance(own_boot, Mapping):
+            if own_boot.get("skipped_reason"):
+                out[method]["bootstrap_skipped"] = own_boot["skipped_reason"]
+            else:
+                out[method]["n_bootstrap"] = own_boot.get("n_resamples")
+        if method == "approach3" and "best_converged" in fit:
+            out[method]["converged"] = bool(fit["best_converged"])
         if method == "approach2" and "budgets" in fit:
             out[method]["budgets_at_edge"] = sum(1 for b in fit["budgets"] if b.get("at_edge"))
             out[method]["budgets"] = len(fit["budgets"])
         if method == "approach3" and "alpha" in fit:
-            out[method].update({k: fit[k] for k in ("E", "A", "B", "alpha", "beta")})
+            pct = (boot or {}).get("percentiles") or {}
+            for k in ("E", "A", "B", "alpha", "beta"):
+                out[method][k] = fit[k]
+                entry = pct.get(k)
+                out[method][f"{k}_ci"] = None if not entry else [entry.get("p2.5"), entry.get("p97.5")]
     return out
 
 

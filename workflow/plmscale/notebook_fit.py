@@ -347,3 +347,38 @@ def notebook_bootstrap(files: list[LogFile], objective: str, *, n_resamples: int
         percentiles={k: fits.interval(v) for k, v in draws.items()},
         samples={k: tuple(v) for k, v in draws.items()},
     )
+
+
+def method_steps(notebook: Mapping[str, Any], approach1: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """From the notebook's fit to our Approach 1, one difference at a time (N_opt and D_opt exponents).
+
+    Rows: the notebook as is; its envelope fitted in log space (fit space); its envelope with
+    D = C / (6 N) instead of D from the row index (D from rows); our Approach 1 envelope fitted in
+    linear space as the notebook does (envelope); our Approach 1 (log-space least squares). ``notebook`` and
+    ``approach1`` are the ``to_dict()`` of :class:`NotebookFit` and :class:`plmscale.fits.Approach1Result`.
+    """
+    from plmscale.powerlaw import fit_power_law
+
+    env = notebook["envelope"]
+    c = np.array([p["flops"] for p in env])
+    n = np.array([p["n_params"] for p in env])
+    d = np.array([p["num_tokens"] for p in env])
+    rows = [
+        ("authors' notebook (envelope of run ends, linear-space fit, D from rows)", fit_linear_power(c, n),
+         fit_linear_power(c, d)),
+        ("same envelope, log-space fit", fit_power_law(c, n), fit_power_law(c, d)),
+        ("same envelope, D = C / 6N", fit_linear_power(c, n), fit_linear_power(c, c / (6 * n))),
+    ]  # fmt: skip
+    a1 = approach1.get("envelope")
+    if a1:
+        c1, n1, d1 = (np.asarray(a1[k], float) for k in ("flops", "n_params", "num_tokens"))
+        rows.append(
+            ("Approach 1 envelope (all points, log bins), linear-space fit", fit_linear_power(c1, n1),
+             fit_linear_power(c1, d1))
+        )  # fmt: skip
+        rows.append(("Approach 1 (log-space fit)", fit_power_law(c1, n1), fit_power_law(c1, d1)))
+    return [
+        {"step": step, "n_opt_exponent": n_law.exponent, "d_opt_exponent": d_law.exponent, "n_points": len(c)}
+        | ({"n_points": len(a1["flops"])} if step.startswith("Approach 1") and a1 else {})
+        for step, n_law, d_law in rows
+    ]

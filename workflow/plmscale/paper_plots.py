@@ -17,7 +17,12 @@ import polars as pl
 
 from plmscale.plots import TITLES, budget_colors, law_label, save_figure, style_axes
 
-METHOD_COLORS = {"approach1": "tab:blue", "approach2": "tab:orange", "approach3": "tab:green"}
+METHOD_COLORS = {
+    "notebook_envelope": "tab:red",
+    "approach1": "tab:blue",
+    "approach2": "tab:orange",
+    "approach3": "tab:green",
+}
 
 
 def isoflop(finals: pl.DataFrame, fit: dict[str, Any], objective: str):
@@ -95,6 +100,17 @@ def optimal(fit: dict[str, Any], objective: str):
                 color="tab:blue",
                 alpha=0.4,
             )
+        notebook = fit.get("notebook_envelope", {}).get("envelope")
+        if notebook:
+            ax.plot(
+                [p["flops"] for p in notebook],
+                [p["n_params" if law == "n_opt" else "num_tokens"] for p in notebook],
+                "^",
+                ms=3,
+                color="tab:red",
+                alpha=0.35,
+                label="authors' notebook: envelope points",
+            )
         c = np.geomspace(1e17, 1e22, 60)
         for method, color in METHOD_COLORS.items():
             res = fit.get(method, {}).get(law)
@@ -102,7 +118,7 @@ def optimal(fit: dict[str, Any], objective: str):
                 ax.plot(
                     c,
                     res["coefficient"] * c ** res["exponent"],
-                    "-",
+                    "--" if method == "notebook_envelope" else "-",
                     color=color,
                     label=f"{method}: {law_label(law.upper(), res)}",
                 )
@@ -125,7 +141,8 @@ def optimal(fit: dict[str, Any], objective: str):
             loc="lower right",
         )
     fig.suptitle(
-        f"Compute-optimal allocation from the published logs, {TITLES[objective]} — Approaches 1, 2, 3"
+        f"Compute-optimal allocation from the published logs, {TITLES[objective]} — "
+        "the authors' notebook fit and Approaches 1, 2, 3"
     )
     fig.tight_layout()
     return fig

@@ -1,9 +1,15 @@
 """The study's figures (matplotlib, headless): log axes with units, fitted laws with their formula and
-the method named on every figure.  Each figure is written as PNG and SVG."""
+the method named on every figure.  Each figure is written as PNG and SVG.
+
+A law is drawn only when :func:`plmscale.fitting.law_status` says it was fitted (and, for Approach 3,
+converged); otherwise the legend says "Approach N: not fitted — <reason>" and no line is drawn. Where the
+fit result has the method's bootstrap, the law is drawn with its pointwise 95% band (shaded) and the 95%
+interval of its exponent in brackets in the legend."""
 
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
+
+from plmscale.fitting import bootstrap_of, exponent_interval, law_bands, law_status
 
 TITLES = {"clm": "CLM (causal LM)", "mlm": "MLM (masked LM)"}
 
@@ -56,6 +64,49 @@ def law_label(name: str, law: dict[str, Any]) -> str:
     return f"{name} = {law['coefficient']:.3g} · C^{law['exponent']:.3f}"
 
 
+APPROACH_NAMES = {"approach1": "Approach 1", "approach2": "Approach 2", "approach3": "Approach 3"}
+LAW_NAMES = {"n_opt": "N_opt", "d_opt": "D_opt", "loss": "L"}
+CI_LEGEND_TITLE = "shaded band, [ ]: 95% bootstrap interval"
+
+
+def not_fitted_label(method: str, reason: str, width: int = 60) -> str:
+    """Legend text of a law that is not drawn: "Approach N: not fitted — <reason>" (wrapped)."""
+    return textwrap.fill(f"{APPROACH_NAMES.get(method, method)}: not fitted — {reason}", width)
+
+
+def interval_label(method: str, law_key: str, law: dict[str, Any], ci: tuple[float, float] | None) -> str:
+    """``"Approach 2: N_opt = 1.2e+03 · C^0.610 [0.520, 0.700]"``; brackets: 95% interval of the exponent."""
+    text = f"{APPROACH_NAMES.get(method, method)}: {law_label(LAW_NAMES.get(law_key, law_key), law)}"
+    return text if ci is None else f"{text} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def note_not_fitted(ax, method: str, reason: str) -> None:
+    """A legend-only entry (no data) naming a law that was not drawn and why."""
+    ax.plot([], [], linestyle="none", label=not_fitted_label(method, reason))
+
+
+def draw_law(ax, fit: dict[str, Any], method: str, law_key: str, c: np.ndarray, color: Any) -> bool:
+    """Draw ``method``'s ``law_key`` law over ``c`` with its 95% bootstrap band, or a "not fitted" legend
+    entry when the law is missing or untrusted; returns whether a band was drawn."""
+    law = (fit.get(method) or {}).get(law_key)
+    reason = law_status(fit, method) if law_key != "loss" else None
+    if law_key == "loss" and not law:
+        reason = (fit.get(method) or {}).get("skipped_reason") or "no L(C) law in the fit result"
+    if reason is not None or not law:
+        note_not_fitted(ax, method, reason or "no law in the fit result")
+        return False
+    boot = bootstrap_of(fit, method)
+    ci = exponent_interval(boot, law_key)
+    band = law_bands(boot, c, laws=(law_key,)).get(law_key)
+    if band is None:  # no per-draw samples stored: the bands written by the fit stage, on their own grid
+        band = (fit.get(f"{method}_bands") or {}).get(law_key)
+    if band is not None:
+        ax.fill_between(band["flops"], band["lo"], band["hi"], color=color, alpha=0.18, lw=0)
+    y = law["coefficient"] * c ** law["exponent"]
+    ax.plot(c, y, "-", color=color, label=interval_label(method, law_key, law, ci))
+    return band is not None or ci is not None
+
+
 def budget_colors(budgets: list[float]) -> dict[float, Any]:
     cmap = plt.get_cmap("viridis")
     return {b: cmap(i / max(1, len(budgets) - 1) * 0.9) for i, b in enumerate(sorted(budgets))}
@@ -78,6 +129,9 @@ def isoflop_figure(runs: pl.DataFrame, fit: dict[str, Any], objective: str):
             if info.get("n_opt"):
                 marker = "x" if info.get("at_edge") else "*"
                 ax.plot(info["n_opt"], info["loss_opt"], marker, color="crimson", ms=11)
+    reason = law_status(fit, "approach2")
+    if reason is not None:  # the per-budget minima are shown, but no N_opt(C) law comes out of them
+        note_not_fitted(ax, "approach2", f"no N_opt(C) law: {reason}")
     style_axes(
         ax,
         xlabel="non-embedding parameters N",
@@ -91,7 +145,7 @@ def isoflop_figure(runs: pl.DataFrame, fit: dict[str, Any], objective: str):
 
 
 def optimal_figure(fit: dict[str, Any], objective: str):
-    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 6.0))
     styles = {
         "approach1": ("s", "tab:blue"),
         "approach2": ("o", "tab:orange"),
@@ -104,7 +158,8 @@ def optimal_figure(fit: dict[str, Any], objective: str):
         if "envelope" in a1:
             env = a1["envelope"]
             pts = env["n_params"] if key == "n_opt" else env["num_tokens"]
-            ax.plot(env["flops"], pts, styles["approach1"][0], color=styles["approach1"][1], alpha=0.5)
+            ax.plot(env["flops"], pts, styles["approach1"][0], color=styles["approach1"][1], alpha=0.5,
+                    label="Approach 1: envelope points")  # fmt: skip
             cs += env["flops"]
         a2 = fit.get("approach2", {})
         usable = [b for b in a2.get("budgets", []) if b.get(key)]
@@ -112,27 +167,24 @@ def optimal_figure(fit: dict[str, Any], objective: str):
             inner = [b for b in usable if not b.get("at_edge")]
             edge = [b for b in usable if b.get("at_edge")]
             color = styles["approach2"][1]
-            ax.plot([b["budget"] for b in inner], [b[key] for b in inner], "o", color=color)
-            edge_label = "approach2: minimum at grid edge" + (" (excluded)" if a2.get("exclude_edge") else "")
-            ax.plot(
-                [b["budget"] for b in edge],
-                [b[key] for b in edge],
-                "o",
-                mfc="none",
-                color=color,
-                label=edge_label,
-            )
+            if inner:
+                ax.plot([b["budget"] for b in inner], [b[key] for b in inner], "o", color=color,
+                        label="Approach 2: IsoFLOP minima")  # fmt: skip
+            excluded = " (excluded)" if a2.get("exclude_edge") else ""
+            if edge:
+                ax.plot([b["budget"] for b in edge], [b[key] for b in edge], "o", mfc="none", color=color,
+                        label=f"Approach 2: minimum at grid edge{excluded}")  # fmt: skip
             cs += [b["budget"] for b in usable]
         if not cs:
-            ax.text(0.5, 0.5, "no usable fit", transform=ax.transAxes, ha="center")
+            notes = [not_fitted_label(m, law_status(fit, m) or "no law") for m in APPROACH_NAMES]
+            ax.text(0.5, 0.5, "no usable fit\n" + "\n".join(notes), transform=ax.transAxes, ha="center",
+                    va="center", fontsize=7)  # fmt: skip
             continue
         c = np.geomspace(min(cs) / 2, max(cs) * 2, 50)
-        for method in ("approach1", "approach2", "approach3"):
-            law = fit.get(method, {}).get(key)
-            if law:
-                y = law["coefficient"] * c ** law["exponent"]
-                ax.plot(c, y, "-", color=styles[method][1], label=f"{method}: {law_label(key.upper(), law)}")
-        style_axes(ax, xlabel="training compute C (FLOPs, 6ND)", ylabel=unit, logy=True, fontsize=7)
+        banded = [draw_law(ax, fit, method, key, c, styles[method][1]) for method in APPROACH_NAMES]
+        style_axes(ax, xlabel="training compute C (FLOPs, 6ND)", ylabel=unit, logy=True, fontsize=7,
+                   legend_title=CI_LEGEND_TITLE if any(banded) else None, title_fontsize=7,
+                   loc="upper left", bbox_to_anchor=(0.0, -0.2), frameon=False)  # fmt: skip
     fig.suptitle(f"Compute-optimal allocation, {TITLES[objective]} — Approaches 1, 2, 3")
     fig.tight_layout()
     return fig
@@ -144,14 +196,14 @@ def loss_compute_figure(curves: pl.DataFrame, fit: dict[str, Any], objective: st
         sub = curves.filter(pl.col("run") == run).sort("flops")
         ax.plot(sub["flops"], sub["val_loss"], "-", color="0.6", lw=0.8, alpha=0.8)
     a1 = fit.get("approach1", {})
+    banded = False
     if "envelope" in a1:
         env = a1["envelope"]
         ax.plot(env["flops"], env["loss"], "o", color="tab:red", ms=4, label="minimum-loss envelope")
-        law = a1.get("loss")
-        if law:
-            c = np.geomspace(min(env["flops"]), max(env["flops"]), 50)
-            ax.plot(c, law["coefficient"] * c ** law["exponent"], "-", color="tab:red",
-                    label=law_label("L", law))  # fmt: skip
+        c = np.geomspace(min(env["flops"]), max(env["flops"]), 50)
+        banded = draw_law(ax, fit, "approach1", "loss", c, "tab:red")
+    else:
+        note_not_fitted(ax, "approach1", a1.get("skipped_reason") or "no envelope in the fit result")
     style_axes(
         ax,
         xlabel="training compute C (FLOPs, 6ND)",
@@ -159,6 +211,8 @@ def loss_compute_figure(curves: pl.DataFrame, fit: dict[str, Any], objective: st
         title=f"Loss vs compute, {TITLES[objective]} — Approach 1 (envelope)",
         logy=True,
         fontsize=8,
+        legend_title=CI_LEGEND_TITLE if banded else None,
+        title_fontsize=8,
     )
     return fig
 
@@ -181,17 +235,23 @@ def learning_curves_figure(curves: pl.DataFrame, objective: str):
     return fig
 
 
+def objective_figures(
+    runs: pl.DataFrame, curves: pl.DataFrame, fit: dict[str, Any], objective: str
+) -> dict[str, Any]:
+    """The four figures of one objective (matplotlib Figures, not yet saved), keyed by name."""
+    return {
+        "isoflop": isoflop_figure(runs, fit, objective),
+        "optimal_allocation": optimal_figure(fit, objective),
+        "loss_vs_compute": loss_compute_figure(curves, fit, objective),
+        "learning_curves": learning_curves_figure(curves, objective),
+    }
+
+
 def plot_objective(
     runs_path: str, curves_path: str, fits_path: str, outputs: dict[str, str], *, objective: str, dpi: int
 ) -> None:
     runs = pl.read_parquet(runs_path)
     curves = pl.read_parquet(curves_path)
     fit = json.loads(Path(fits_path).read_text())
-    figures = {
-        "isoflop": isoflop_figure(runs, fit, objective),
-        "optimal_allocation": optimal_figure(fit, objective),
-        "loss_vs_compute": loss_compute_figure(curves, fit, objective),
-        "learning_curves": learning_curves_figure(curves, objective),
-    }
-    for name, fig in figures.items():
+    for name, fig in objective_figures(runs, curves, fit, objective).items():
         save_figure(fig, outputs[f"{name}_png"], outputs[f"{name}_svg"], dpi)
