@@ -59,7 +59,7 @@ def split_fastas(split):
 
 
 def run_dir(point):
-    return f"results/runs/{point.objective}/{point.budget}/{point.shape_name}"
+    return f"results/runs/{point.run_id}"
 
 
 def run_file(point, name):
@@ -67,11 +67,12 @@ def run_file(point, name):
 
 
 def eval_file(point):
-    return f"results/eval/{point.objective}/{point.budget}/{point.shape_name}.json"
+    return f"results/eval/{point.run_id}.json"
 
 
 def points_of(objective):
-    return [p for p in POINTS if p.objective == objective]
+    """The IsoFLOP runs of an objective (every replicate): the scaling laws are fitted to these."""
+    return [p for p in STUDY.isoflop_points() if p.objective == objective]
 
 
 def point_of(wildcards):
@@ -93,5 +94,6 @@ def final_outputs():
     if downstream_enabled():
         out += ["results/downstream/results.csv", "results/figures/downstream_compute.png"]
     out += hwbench_outputs()
+    out += law_outputs()
     out.append("results/summary.json")
     return out

@@ -24,8 +24,8 @@ if DS.skipped_objectives:
         file=sys.stderr,
     )
 MODELS = {m.name: m for m in DS.external}
-for _p in POINTS:
-    if _p.objective in DS.objectives:
+for _p in STUDY.isoflop_points():
+    if _p.objective in DS.objectives and _p.replicate == 0:
         _name = own_model_name(_p.objective, _p.budget, _p.shape_name)
         MODELS[_name] = ModelSpec(
             name=_name, kind="own", path=f"{run_dir(_p)}/model", objective=_p.objective,

@@ -17,7 +17,7 @@
 import json as _json
 import shlex
 
-from plmscale.settings import TrainJob, TrainSource, execution_config, job_resources, run_settings
+from plmscale.settings import TrainJob, TrainSource, execution_config, job_resources, point_settings
 
 
 def launch_prefix(launcher):
@@ -41,7 +41,7 @@ def train_job(wildcards):
     point = point_of(wildcards)
     job = TrainJob(
         run_id=point.run_id,
-        run=run_settings(config, point.objective, point.flops, point.shape_name),
+        run=point_settings(config, point),
         train_dirs=tuple(token_dirs("train")),
         valid_dirs=tuple(token_dirs("valid")),
         out_dir=run_dir(point),
@@ -56,7 +56,13 @@ def train_job(wildcards):
 
 def train_resources(wildcards):
     point = point_of(wildcards)
-    return job_resources(config, run_settings(config, point.objective, point.flops, point.shape_name))
+    return job_resources(config, point_settings(config, point))
+
+
+def init_weights(wildcards):
+    """A transfer run waits for its source run's final weights (plmscale.variants)."""
+    point = point_of(wildcards)
+    return [] if point.init_from is None else [f"results/runs/{point.init_from}/model/model.safetensors"]
 
 
 # the execution keys of train (with the train.by_size tiers): the job picks its size's entry itself
@@ -89,6 +95,7 @@ rule train:
     input:
         train=token_files("train"),
         valid=token_files("valid"),
+        init=init_weights,
     output:
         config="results/runs/{objective}/{budget}/{shape}/model/config.json",
         weights="results/runs/{objective}/{budget}/{shape}/model/model.safetensors",

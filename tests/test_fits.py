@@ -397,8 +397,8 @@ def test_approach3_bootstrap_synthetic_deterministic():
     assert first.samples == again.samples  # seeded
     for name, truth in (("alpha", ALPHA0), ("beta", BETA0), ("a", A_EXP0)):
         p = first.percentiles[name]
-        assert p["p2.5"] <= p["p50"] <= p["p97.5"]
-        assert p["p2.5"] < truth < p["p97.5"]
+        assert p["lo"] <= p["median"] <= p["hi"]
+        assert p["lo"] < truth < p["hi"]
     assert first.starts_per_resample == 3
     assert_json_plain(first.to_dict())
     with pytest.raises(ValueError, match="n_resamples"):
@@ -458,5 +458,5 @@ def test_chinchilla_bootstrap_standard_errors(chinchilla_fit):
     assert bs.std["alpha"] == pytest.approx(0.015, rel=0.3)
     assert bs.std["beta"] == pytest.approx(0.021, rel=0.3)
     assert bs.std["a"] == pytest.approx(0.020, rel=0.3)
-    assert bs.percentiles["alpha"]["p2.5"] < fit.alpha < bs.percentiles["alpha"]["p97.5"]
+    assert bs.percentiles["alpha"]["lo"] < fit.alpha < bs.percentiles["alpha"]["hi"]
     assert_json_plain(bs.to_dict())

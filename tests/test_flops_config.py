@@ -65,8 +65,11 @@ def _config():
 
 def test_default_grid():
     study = load_study(_config())
-    points = study.points()
-    assert len(points) == 2 * 3 * 4
+    assert len(study.isoflop_points()) == 2 * 3 * 4
+    # the embedded default also trains 3 CLM->MLM transfer runs and 3 MLM repetition runs, all of whose
+    # sources and references are IsoFLOP points
+    assert len(study.transfer_points()) == 3 and len(study.repetition_points()) == 3
+    assert study.support_points() == [] and len(study.points()) == 30
     p = study.point("mlm", "1e11", "t105k")
     assert (p.n_params, p.num_steps) == (104545, 78)
     assert p.run_id == "mlm/1e11/t105k"

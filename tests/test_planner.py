@@ -154,7 +154,7 @@ def test_loss_interval_from_samples_and_from_percentiles():
     assert p.loss_interval == pytest.approx({"lo": lo, "median": med, "hi": hi}, rel=1e-12)
     assert "5 resampled refits" in p.loss_interval_kind
     # only marginal percentiles (Approach3BootstrapResult.to_dict() layout): conservative box bounds
-    pct = {k: {"p2.5": min(v), "p50": float(np.median(v)), "p97.5": max(v)} for k, v in draws.items()}
+    pct = {k: {"lo": min(v), "median": float(np.median(v)), "hi": max(v)} for k, v in draws.items()}
     fit["approach3"]["bootstrap"] = {"percentiles": pct}
     p = planner.plan(fit, flops=1e20, **PLAN_KW)
     box_lo = 1.7 + 380 / n**0.51 + 380 / d**0.51

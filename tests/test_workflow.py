@@ -245,12 +245,17 @@ def test_paper_config_dry_run_lists_the_full_grid(tmp_path):
 
     config = read_yaml(REPO / "config" / "paper.yaml")
     validate_config(config, REPO / "config" / "schema.yaml")
-    points = load_study(config).points()
-    assert len(points) == 2 * (7 + 7 + 8 + 9 + 9 + 7 + 7)
+    study = load_study(config)
+    points = study.points()
+    assert len(study.isoflop_points()) == 2 * (7 + 7 + 8 + 9 + 9 + 7 + 7)
+    # the paper's 10 transfer runs, and the 7 source runs off the IsoFLOP budgets they start from
+    assert len(study.transfer_points()) == 10 and len(study.support_points()) == 7
+    assert "mlm/3e19/s85m-from-clm5.2e18" in {p.run_id for p in points}
     proc = snakemake(tmp_path, "-n", config=REPO / "config" / "paper.yaml", timeout=300)
     jobs = planned_jobs(proc.stdout)
     trained = {(w["objective"], w["budget"], w["shape"]) for rule, w in jobs if rule == "train"}
-    assert trained == {(p.objective, p.budget, p.shape_name) for p in points}
+    assert trained == {(p.objective, p.budget, p.name) for p in points}
+    assert ("transfer_law", {}) in jobs
     assert ("mlm", "1e21", "s7.2b") in trained
     resources = _train_resources(proc.stdout)
     # the paper's batch: 0.5M tokens per step below 1B parameters, 1M from 1B up

@@ -22,9 +22,12 @@ def format_summary(summary: dict) -> str:
         )
         for method, fit in info["exponents"].items():
             if "n_opt_exponent" in fit:
+                ci = fit.get("n_opt_exponent_ci")
                 lines.append(
-                    f"  {method}: N_opt ~ C^{fit['n_opt_exponent']:.3f}, "
-                    f"D_opt ~ C^{fit['d_opt_exponent']:.3f}"
+                    f"  {method}: N_opt ~ C^{fit['n_opt_exponent']:.3f}"
+                    + (f" [95% {ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else "")
+                    + f", D_opt ~ C^{fit['d_opt_exponent']:.3f}"
+                    + (f"  CAVEAT: {fit['caveat']}" if fit.get("caveat") else "")
                     + (
                         f"  [{fit['budgets_at_edge']} of {fit['budgets']} budgets have their minimum at "
                         "the edge of the sampled sizes: extend the grid]"
@@ -39,6 +42,12 @@ def format_summary(summary: dict) -> str:
                 )
             else:
                 lines.append(f"  {method}: not fitted: {fit.get('skipped')}")
+        noise = info.get("seed_spread") or {}
+        if noise.get("n_points"):
+            lines.append(
+                f"  noise floor over {noise['seeds_per_point']} seeds at {noise['n_points']} points: "
+                f"median sd {noise['median_sd']:.4f}, largest range {noise['max_range']:.4f} nats/token"
+            )
         for run in info.get("throughput", []):
             mfu = "n/a" if run.get("mfu") is None else f"{100 * run['mfu']:.1f}%"
             lines.append(

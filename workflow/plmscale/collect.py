@@ -18,6 +18,8 @@ def run_table(eval_jsons: list[str | Path], done_jsons: list[str | Path]) -> pl.
         rows.append(
             {
                 "run": str(Path(done_path).parent),
+                "run_id": done["run_id"],
+                "seed": int(done["settings"]["seed"]),
                 "objective": done["objective"],
                 "flops_budget": float(done["flops_budget"]),
                 "layers": shape["layers"],

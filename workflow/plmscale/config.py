@@ -8,7 +8,9 @@ the width, budgets that buy enough steps) and raises ``ValueError`` naming the k
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +21,11 @@ import yaml
 from plmscale.flops import ModelShape, n_params_non_embedding, steps_for_budget, tokens_for_budget
 from plmscale.split import check_fractions
 from plmscale.tokens import VOCAB_SIZE
+from plmscale.variants import RepetitionSpec, TransferSpec, parse_repetitions, parse_transfers
 
 OBJECTIVES = ("clm", "mlm")
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+VARIANT_SUFFIX = re.compile(r"-(s[0-9]+|from-(clm|mlm).*|x[0-9.]+)$")
 
 
 def flops_label(flops: float) -> str:
@@ -36,15 +40,45 @@ def flops_label(flops: float) -> str:
 
 @dataclass(frozen=True)
 class ScalingPoint:
-    """One training run of the grid."""
+    """One training run of the grid: an IsoFLOP point (one of ``grid.seeds`` replicates), a transfer run
+    (initialised from another run's final weights) or a repetition run (training data capped)."""
 
     objective: str
-    flops: float
+    flops: float  # this run's own training compute C = 6 N D (for a transfer run: its second phase only)
     shape_name: str
     shape: ModelShape
     n_params: int  # non-embedding parameters N
     num_tokens: float  # D = C / (6 N)
     num_steps: int
+    replicate: int = 0  # seed = train.seed + replicate
+    init_from: str | None = None  # run_id of the run whose final weights start this one (transfer)
+    init_flops: float = 0.0  # training compute of that run, counted in total_flops
+    warmup_fraction: float | None = None  # the transfer phase's own warm-up (None: train.warmup_fraction)
+    epochs: float | None = None  # repetition: passes over the capped data (unique tokens = D / epochs)
+
+    @property
+    def kind(self) -> str:
+        if self.init_from is not None:
+            return "transfer"
+        return "repetition" if self.epochs is not None else "isoflop"
+
+    @property
+    def name(self) -> str:
+        """The run's path component: the shape, with a suffix for replicates, transfers and repetitions."""
+        if self.init_from is not None:
+            source_objective, source_budget, _ = self.init_from.split("/")
+            return f"{self.shape_name}-from-{source_objective}{source_budget}"
+        if self.epochs is not None:
+            return f"{self.shape_name}-x{self.epochs:g}"
+        return self.shape_name if self.replicate == 0 else f"{self.shape_name}-s{self.replicate}"
+
+    @property
+    def total_flops(self) -> float:
+        return self.flops + self.init_flops
+
+    @property
+    def unique_tokens(self) -> int | None:
+        return None if self.epochs is None else int(self.num_tokens / self.epochs)
 
     @property
     def budget(self) -> str:
@@ -52,7 +86,7 @@ class ScalingPoint:
 
     @property
     def run_id(self) -> str:
-        return f"{self.objective}/{self.budget}/{self.shape_name}"
+        return f"{self.objective}/{self.budget}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -63,35 +97,64 @@ class Study:
     context: int
     batch_rows: Mapping[str, int]  # per shape: train.batch_rows unless the shape sets its own
     min_steps: int
+    seeds: int = 1  # replicate runs per IsoFLOP point
+    transfers: tuple[TransferSpec, ...] = ()
+    repetitions: tuple[RepetitionSpec, ...] = ()
 
     def tokens_per_step(self, shape_name: str) -> int:
         return self.context * self.batch_rows[shape_name]
 
-    def points(self) -> list[ScalingPoint]:
-        out = []
-        for objective in self.objectives:
-            for flops, names in self.budgets:
-                for name in names:
-                    shape = self.shapes[name]
-                    n = n_params_non_embedding(shape, VOCAB_SIZE)
-                    out.append(
-                        ScalingPoint(
-                            objective=objective,
-                            flops=flops,
-                            shape_name=name,
-                            shape=shape,
-                            n_params=n,
-                            num_tokens=tokens_for_budget(flops, n),
-                            num_steps=steps_for_budget(flops, n, self.tokens_per_step(name)),
-                        )
-                    )
-        return out
+    def make_point(self, objective: str, flops: float, shape_name: str, **variant: Any) -> ScalingPoint:
+        shape = self.shapes[shape_name]
+        n = n_params_non_embedding(shape, VOCAB_SIZE)
+        return ScalingPoint(
+            objective=objective,
+            flops=flops,
+            shape_name=shape_name,
+            shape=shape,
+            n_params=n,
+            num_tokens=tokens_for_budget(flops, n),
+            num_steps=steps_for_budget(flops, n, self.tokens_per_step(shape_name)),
+            **variant,
+        )
 
-    def point(self, objective: str, budget: str, shape_name: str) -> ScalingPoint:
+    def isoflop_points(self) -> list[ScalingPoint]:
+        """The IsoFLOP grid, every replicate: the runs the scaling laws are fitted to."""
+        return [
+            self.make_point(objective, flops, name, replicate=k)
+            for objective in self.objectives
+            for flops, names in self.budgets
+            for name in names
+            for k in range(self.seeds)
+        ]
+
+    def support_points(self) -> list[ScalingPoint]:
+        """Source runs, baselines and references of the transfer and repetition runs that are not IsoFLOP
+        points (:mod:`plmscale.variants`): trained, but not fitted as IsoFLOP runs."""
+        grid = {p.run_id for p in self.isoflop_points()}
+        out: dict[str, ScalingPoint] = {}
+        for spec in (*self.transfers, *self.repetitions):
+            for point in spec.support(self):
+                if point.run_id not in grid:
+                    out.setdefault(point.run_id, point)
+        return list(out.values())
+
+    def transfer_points(self) -> list[ScalingPoint]:
+        return [point for spec in self.transfers for point in spec.points(self)]
+
+    def repetition_points(self) -> list[ScalingPoint]:
+        return [point for spec in self.repetitions for point in spec.points(self)]
+
+    def points(self) -> list[ScalingPoint]:
+        return (
+            self.isoflop_points() + self.support_points() + self.transfer_points() + self.repetition_points()
+        )
+
+    def point(self, objective: str, budget: str, name: str) -> ScalingPoint:
         for p in self.points():
-            if (p.objective, p.budget, p.shape_name) == (objective, budget, shape_name):
+            if (p.objective, p.budget, p.name) == (objective, budget, name):
                 return p
-        raise KeyError(f"no scaling point {objective}/{budget}/{shape_name} in the grid")
+        raise KeyError(f"no scaling point {objective}/{budget}/{name} in the grid")
 
 
 def load_study(config: Mapping[str, Any]) -> Study:
@@ -124,6 +187,12 @@ def load_study(config: Mapping[str, Any]) -> Study:
         if len(set(budget["shapes"])) != len(budget["shapes"]):
             raise ValueError(f"grid.budgets[{i}] (flops {flops:g}) lists a shape twice: {budget['shapes']}")
         budgets.append((flops, tuple(budget["shapes"])))
+    for name in shapes:
+        if VARIANT_SUFFIX.search(name):
+            raise ValueError(
+                f"grid.shapes.{name}: a shape name must not end like a replicate, transfer or repetition run "
+                "(-s<k>, -from-<objective><budget>, -x<epochs>); rename the shape"
+            )
     study = Study(
         objectives=objectives,
         shapes=shapes,
@@ -131,6 +200,12 @@ def load_study(config: Mapping[str, Any]) -> Study:
         context=int(train["context"]),
         batch_rows={n: int(grid["shapes"][n].get("batch_rows", train["batch_rows"])) for n in shapes},
         min_steps=int(train["min_steps"]),
+        seeds=int(grid.get("seeds", 1)),
+    )
+    study = dataclasses.replace(
+        study,
+        transfers=parse_transfers(grid.get("transfer") or [], study),
+        repetitions=parse_repetitions(grid.get("repetition") or [], study),
     )
     for point in study.points():
         if point.num_steps < study.min_steps:

@@ -17,6 +17,10 @@ document ends, one fancy-indexed gather per store) and reads from the memory map
 rows asked for, unmapping them again afterwards (``release_pages``, so resident memory stays at one
 block's pages however large the stores); it checks every gathered id against the vocabulary and names the
 shard, sequence and fix for one that is not.
+
+A repetition run (data-constrained scaling, Muennighoff et al. 2023) trains on a fixed subset of the
+documents, repeated over its epochs: :func:`subset_documents` picks it in a seeded order independent of the
+epoch, and the :class:`PackedStream` over the subset shuffles and packs it per epoch exactly as above.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import mmap
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -49,6 +53,9 @@ _CACHED_EPOCHS = 2  # epoch layouts kept: a block crossing an epoch boundary nee
 # rows built per vectorised pass: keeps the temporaries in cache and, with release_pages, bounds the pages
 # mapped at once to one pass's documents (measured fastest at 32-128 rows of 1024 tokens)
 _PASS_ROWS = 64
+# second seed word of the document subset's order (``b"unique"`` as an integer): above 2**32, so its seed
+# sequence [seed, low word, high word] never equals an epoch layout's [seed, epoch]
+SUBSET_TAG = int.from_bytes(b"unique", "big")
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,36 @@ def store_documents(stores: Sequence[TokenStore], context: int) -> Documents:
     stay in the stores' memory maps.
     """
     return _documents([(s.ids, s.offsets, os.fspath(s.directory / IDS_FILE)) for s in stores], context)
+
+
+def subset_documents(docs: Documents, max_tokens: int, seed: int) -> Documents:
+    """The documents of a repetition run capped to ``max_tokens`` unique tokens.
+
+    Documents are taken in a fixed order, the permutation of ``numpy.random.default_rng([seed,
+    SUBSET_TAG])`` (independent of the epoch and of ``max_tokens``), and the subset is the shortest prefix of
+    that order holding at least ``max_tokens`` tokens: documents are never cut, so the subset overshoots
+    ``max_tokens`` by less than one document (at most ``context - 1`` tokens); its ``num_tokens`` is the
+    exact count.  A larger cap with the same seed gives a superset (the repetition levels of one seed are
+    nested).  The result keeps ``parts``/``offsets``/``names``/``bases`` and the chosen ``starts``/``lengths``
+    in their original index order, so :class:`PackedStream` shuffles it per epoch as any other documents.
+
+    Raises ``ValueError`` when ``max_tokens < 1`` or ``max_tokens >= docs.num_tokens`` (the run would repeat
+    nothing: the whole data holds no more tokens than the cap).
+    """
+    total = docs.num_tokens
+    if max_tokens < 1:
+        raise ValueError(f"unique_tokens={max_tokens} must be at least 1")
+    if max_tokens >= total:
+        raise ValueError(
+            f"unique_tokens={max_tokens:,} is not below the {total:,} tokens of the training data, so the "
+            "run would repeat nothing; raise that run's grid.repetition epochs (unique tokens = D / epochs) "
+            "or use more training data"
+        )
+    order = np.random.default_rng([seed, SUBSET_TAG]).permutation(len(docs.lengths))
+    ends = np.cumsum(docs.lengths[order])
+    count = int(np.searchsorted(ends, max_tokens, side="left")) + 1  # first prefix with >= max_tokens
+    keep = np.sort(order[:count])
+    return replace(docs, starts=docs.starts[keep], lengths=docs.lengths[keep])
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from numpy.typing import ArrayLike
 from scipy.optimize import minimize_scalar
 
 from plmscale.fits import Approach3Result
-from plmscale.powerlaw import check_positive, plain, positive_arrays
+from plmscale.powerlaw import check_positive, parametric_loss, plain, positive_arrays
 
 
 def _effective(total: ArrayLike, unique: ArrayLike, r_star: float, names: tuple[str, str, str]) -> Any:
@@ -75,10 +75,8 @@ class DataConstrainedResult:
 
     def predict(self, n: ArrayLike, d: ArrayLike, unique: ArrayLike) -> Any:
         """``E + A n^-alpha + B D'^-beta``; a float for scalar inputs."""
-        d_eff = np.asarray(effective_tokens(d, unique, self.r_star_d), dtype=np.float64)
-        out = self.E + self.A * np.power(np.asarray(n, dtype=np.float64), -self.alpha)
-        out = out + self.B * np.power(d_eff, -self.beta)
-        return float(out) if np.ndim(out) == 0 else out
+        params = {k: getattr(self, k) for k in ("E", "A", "B", "alpha", "beta")}
+        return parametric_loss(params, n, effective_tokens(d, unique, self.r_star_d))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -56,6 +56,7 @@ from plmscale.powerlaw import (
     check_positive,
     compute_optimal_laws,
     fit_power_law,
+    parametric_loss,
     plain,
     positive_arrays,
     same_length,
@@ -541,11 +542,8 @@ class Approach3Result:
         return np.array([math.log(self.A), math.log(self.B), math.log(self.E), self.alpha, self.beta])
 
     def predict(self, n: ArrayLike, d: ArrayLike) -> Any:
-        """``E + A n^-alpha + B d^-beta``; a float for scalar inputs."""
-        na = np.asarray(n, dtype=np.float64)
-        da = np.asarray(d, dtype=np.float64)
-        out = self.E + self.A * np.power(na, -self.alpha) + self.B * np.power(da, -self.beta)
-        return float(out) if np.ndim(out) == 0 else out
+        """``E + A n^-alpha + B d^-beta`` (:func:`plmscale.powerlaw.parametric_loss`); a float for scalars."""
+        return parametric_loss(self.to_dict(), n, d)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -567,6 +565,17 @@ class Approach3Result:
             "d_opt": None if self.d_opt is None else self.d_opt.to_dict(),
             "law_reason": self.law_reason,
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Approach3Result:
+        laws = {k: None if d.get(k) is None else PowerLaw.from_dict(d[k]) for k in ("n_opt", "d_opt")}
+        return cls(
+            E=float(d["E"]), A=float(d["A"]), B=float(d["B"]), alpha=float(d["alpha"]), beta=float(d["beta"]),
+            objective=float(d["objective"]), huber_delta=float(d["huber_delta"]), n_points=int(d["n_points"]),
+            n_starts=int(d["n_starts"]), n_failed=int(d["n_failed"]),
+            failure_messages=tuple(d["failure_messages"]), best_converged=bool(d["best_converged"]),
+            best_message=str(d["best_message"]), law_reason=d.get("law_reason"), **laws,
+        )  # fmt: skip
 
 
 def _approach3_inputs(
@@ -633,7 +642,8 @@ def approach3(
 class Approach3BootstrapResult:
     """Bootstrap distribution of the Approach 3 parameters.
 
-    ``percentiles[name]`` maps ``"p2.5"``, ``"p50"``, ``"p97.5"`` to values; ``std[name]`` is the bootstrap
+    ``percentiles[name]`` is :func:`interval` of the draws (``lo``, ``median``, ``hi``: the 2.5/50/97.5
+    percentiles, the one interval scheme of every bootstrap here); ``std[name]`` is the bootstrap
     standard error (what Besiroglu et al. 2024 report). Names: E, A, B, alpha, beta and the allocation
     exponents ``a = beta/(alpha+beta)`` (of N_opt) and ``b = alpha/(alpha+beta)`` (of D_opt).
     """
@@ -736,8 +746,7 @@ def approach3_bootstrap(
     std: dict[str, float] = {}
     for name in names:
         arr = np.asarray(draws[name])
-        qs = np.percentile(arr, BOOTSTRAP_QUANTILES)
-        percentiles[name] = {f"p{q:g}": float(v) for q, v in zip(BOOTSTRAP_QUANTILES, qs, strict=True)}
+        percentiles[name] = interval(arr)
         std[name] = float(np.std(arr, ddof=1))
     return Approach3BootstrapResult(
         n_resamples=int(n_resamples),

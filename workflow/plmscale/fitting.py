@@ -77,8 +77,7 @@ def exponent_interval(boot: Mapping[str, Any] | None, law: str) -> tuple[float, 
     entry = pct.get(f"{law}_exponent") or pct.get({"n_opt": "a", "d_opt": "b"}.get(law, ""))
     if not entry:
         return None
-    lo = entry.get("lo", entry.get("p2.5"))
-    hi = entry.get("hi", entry.get("p97.5"))
+    lo, hi = entry.get("lo"), entry.get("hi")
     return None if lo is None or hi is None else (float(lo), float(hi))
 
 
@@ -228,6 +227,7 @@ def fit_objective(
         "objective": objective,
         "n_runs": runs.height,
         "budgets": sorted(set(runs["flops_budget"].to_list())),
+        "seed_spread": seed_spread(runs),
         **fit_tables(
             runs,
             curves,
@@ -252,10 +252,10 @@ def _ci(interval: tuple[float, float] | None) -> list[float] | None:
 
 def exponents(result: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of a fit result: N_opt ~ C^a and D_opt ~ C^b by each approach, each with its
-    95% bootstrap interval (``*_ci``: ``[p2.5, p97.5]``, ``None`` without a bootstrap) and, where the law
-    is missing, ``skipped`` (the reason); a law that exists but must not be trusted (Approach 3 did not
-    converge) keeps its numbers and gets ``caveat``. A skipped bootstrap is named in
-    ``bootstrap_skipped``."""
+    95% bootstrap interval (``*_ci``: ``[lo, hi]``, the 2.5/97.5 percentiles; ``None`` without a
+    bootstrap) and, where the law is missing, ``skipped`` (the reason); a law that exists but must not be
+    trusted (Approach 3 did not converge) keeps its numbers and gets ``caveat``. A skipped bootstrap is
+    named in ``bootstrap_skipped``."""
     out: dict[str, Any] = {}
     for method in METHODS:
         fit = result.get(method, {})
@@ -286,7 +286,7 @@ def exponents(result: dict[str, Any]) -> dict[str, Any]:
             for k in ("E", "A", "B", "alpha", "beta"):
                 out[method][k] = fit[k]
                 entry = pct.get(k)
-                out[method][f"{k}_ci"] = None if not entry else [entry.get("p2.5"), entry.get("p97.5")]
+                out[method][f"{k}_ci"] = None if not entry else [entry.get("lo"), entry.get("hi")]
     return out
 
 
@@ -301,6 +301,7 @@ def write_summary(fit_jsons: list[str], run_tables: list[str], output: str) -> d
             "training_seconds": round(float(runs["wall_seconds"].sum()), 1),
             "best_run": {k: best[k] for k in ("run", "n_params", "num_tokens", "flops", "val_loss")},
             "exponents": exponents(result),
+            "seed_spread": {k: v for k, v in (result.get("seed_spread") or {}).items() if k != "points"},
             "throughput": [
                 {k: row[k] for k in ("run", "n_params", "tokens_per_second", "mfu", "wall_seconds")}
                 for row in runs.iter_rows(named=True)
@@ -309,3 +310,32 @@ def write_summary(fit_jsons: list[str], run_tables: list[str], output: str) -> d
     write_json_atomic(output, summary)
     print(json.dumps(summary, indent=2))
     return summary
+
+
+def seed_spread(runs: pl.DataFrame) -> dict[str, Any]:
+    """The noise floor of the study: per (budget, N) trained with several seeds (``grid.seeds``), the
+    sample standard deviation and range of the final validation loss; summarised by their medians and the
+    largest range. Loss differences between sizes smaller than this are not resolved by the grid."""
+    groups = (
+        runs.group_by("flops_budget", "n_params")
+        .agg(
+            n_seeds=pl.len(),
+            mean=pl.col("val_loss").mean(),
+            sd=pl.col("val_loss").std(ddof=1),
+            lo=pl.col("val_loss").min(),
+            hi=pl.col("val_loss").max(),
+        )
+        .filter(pl.col("n_seeds") >= 2)
+        .sort("flops_budget", "n_params")
+    )
+    if groups.height == 0:
+        return {"n_points": 0, "reason": "one seed per point (grid.seeds = 1): no noise floor measured"}
+    ranges = (groups["hi"] - groups["lo"]).to_numpy()
+    return {
+        "n_points": groups.height,
+        "seeds_per_point": int(groups["n_seeds"].min()),
+        "median_sd": float(np.median(groups["sd"].to_numpy())),
+        "median_range": float(np.median(ranges)),
+        "max_range": float(ranges.max()),
+        "points": groups.to_dicts(),
+    }

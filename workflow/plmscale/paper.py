@@ -28,7 +28,7 @@ from plmscale.paper_logs import (
     transfer_curves,
     ur50_curves,
 )
-from plmscale.transfer import TransferLaw, effectively_transferred_tokens, fit_transfer_law
+from plmscale.transfer import transfer_entry
 
 # Exponents of N_opt ~ C^a and D_opt ~ C^b reported for the paper. The body of the paper could not be
 # read here: these are the values quoted by secondary sources (see README), labelled so in every table.
@@ -215,8 +215,7 @@ def _interval(boot: dict[str, Any], *keys: str) -> tuple[float, float] | None:
     for key in keys:
         entry = pct.get(key)
         if entry:
-            lo = next((entry[k] for k in ("lo", "2.5", "p2.5") if entry.get(k) is not None), None)
-            hi = next((entry[k] for k in ("hi", "97.5", "p97.5") if entry.get(k) is not None), None)
+            lo, hi = entry.get("lo"), entry.get("hi")
             if lo is not None and hi is not None:
                 return float(lo), float(hi)
     return None
@@ -399,21 +398,6 @@ def transfer_pairs(transfer: pl.DataFrame, objective: str) -> list[dict[str, Any
     return pairs
 
 
-def _transfer_points(pair: dict[str, Any], n_points: int) -> list[dict[str, Any]]:
-    """D_t at ``n_points`` logged D_F of the transferred run, log-spaced from its second point to its last."""
-    tokens, loss = pair["transfer"]
-    wanted = np.geomspace(tokens[1], tokens[-1], n_points)
-    picks = sorted({int(np.argmin(np.abs(np.log(tokens) - np.log(w)))) for w in wanted})
-    finetune = tokens[picks]
-    d_t = effectively_transferred_tokens(*pair["scratch"], tokens, loss, finetune)
-    rows = []
-    for df, dt in zip(finetune, d_t, strict=True):
-        status = "not_reached" if dt is None else ("ok" if dt > 0 else "no_gain")
-        rows.append({"size": pair["size"], "n_params": pair["n_params"], "finetune_tokens": float(df),
-                     "transferred_tokens": dt, "status": status})  # fmt: skip
-    return rows
-
-
 def fit_paper_transfer(transfer_path: str, json_out: str, csv_out: str, *, n_points: int) -> dict[str, Any]:
     """The transfer law ``D_t = k (1/D_F)^alpha N^beta`` fitted to the published transfer logs.
 
@@ -429,34 +413,8 @@ def fit_paper_transfer(transfer_path: str, json_out: str, csv_out: str, *, n_poi
     result: dict[str, Any] = {"form": "D_t = k * (1/D_F)^alpha * N^beta", "n_points_per_run": n_points}
     rows: list[dict[str, Any]] = []
     for objective in ("clm", "mlm"):
-        pairs = transfer_pairs(transfer, objective)
-        points = [dict(p, objective=objective) for pair in pairs for p in _transfer_points(pair, n_points)]
+        result[objective], points = transfer_entry(transfer_pairs(transfer, objective), objective, n_points)
         rows.extend(points)
-        ok = [p for p in points if p["status"] == "ok"]
-        entry: dict[str, Any] = {
-            "sizes": [p["size"] for p in pairs],
-            "source_budgets": {p["size"]: p["source_budget_flops"] for p in pairs},
-            "x_source": {p["size"]: p["x_source"] for p in pairs},
-            "n_points": len(points),
-            "n_fitted": len(ok),
-            "n_not_reached": sum(p["status"] == "not_reached" for p in points),
-            "n_no_gain": sum(p["status"] == "no_gain" for p in points),
-        }
-
-        def law(sel: list[dict[str, Any]]) -> TransferLaw:
-            cols = ("n_params", "finetune_tokens", "transferred_tokens")
-            return fit_transfer_law(*([p[c] for p in sel] for c in cols))
-
-        try:
-            entry["law"] = law(ok).to_dict()
-            held = [law([p for p in ok if p["size"] != size]) for size in entry["sizes"]]
-            entry["leave_one_size_out"] = {
-                "alpha": [min(h.alpha for h in held), max(h.alpha for h in held)],
-                "beta": [min(h.beta for h in held), max(h.beta for h in held)],
-            }
-        except ValueError as err:  # too few sizes or points: recorded, not hidden
-            entry["skipped_reason"] = str(err)
-        result[objective] = entry
     table = pl.DataFrame(rows, infer_schema_length=None)
     tmp = Path(csv_out).with_name(f".{Path(csv_out).name}.tmp")
     table.write_csv(tmp)

@@ -300,7 +300,7 @@ def transfer(frame: pl.DataFrame):
     return fig
 
 
-def transfer_law(law: dict[str, Any], points: pl.DataFrame):
+def transfer_law(law: dict[str, Any], points: pl.DataFrame, *, source: str = "the published logs"):
     """Effectively transferred tokens D_t against fine-tuning tokens D_F, per model size, with the fitted
     ``D_t = k (1/D_F)^alpha N^beta`` drawn at each size's N; points the law could not use are hollow."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), squeeze=False)
@@ -337,7 +337,7 @@ def transfer_law(law: dict[str, Any], points: pl.DataFrame):
             legend_title="model size N",
         )
         ax.title.set_fontsize(8)
-    fig.suptitle("Transfer scaling from the published logs: tokens a pre-trained start is worth (lines: fit)")
+    fig.suptitle(f"Transfer scaling from {source}: tokens a pre-trained start is worth (lines: fit)")
     fig.tight_layout()
     return fig
 

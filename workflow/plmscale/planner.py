@@ -45,7 +45,7 @@ import numpy as np
 
 from plmscale.fits import interval
 from plmscale.flops import ModelShape, flops_per_token_with_attention, n_params_non_embedding
-from plmscale.powerlaw import compute_optimal_laws
+from plmscale.powerlaw import compute_optimal_laws, parametric_loss
 
 __all__ = [
     "METHODS",
@@ -304,20 +304,15 @@ def _approach3_params(fit_result: Mapping[str, Any]) -> dict[str, float] | None:
 
 
 def _loss(p: Mapping[str, float] | Mapping[str, np.ndarray], n: float, d: float) -> Any:
-    return (
-        p["E"] + p["A"] * np.power(n, -np.asarray(p["alpha"])) + p["B"] * np.power(d, -np.asarray(p["beta"]))
-    )
+    return parametric_loss(p, n, d)
 
 
 def _bounds(entry: Any) -> tuple[float, float] | None:
-    """``(lo, hi)`` from ``{"lo", "hi"}`` (:func:`plmscale.fits.interval`) or ``{"p2.5", "p97.5"}``."""
+    """``(lo, hi)`` of a percentile entry ``{"lo", "median", "hi"}`` (:func:`plmscale.fits.interval`)."""
     if not isinstance(entry, Mapping):
         return None
-    for lo_key, hi_key in (("lo", "hi"), ("p2.5", "p97.5")):
-        lo, hi = entry.get(lo_key), entry.get(hi_key)
-        if lo is not None and hi is not None:
-            return float(lo), float(hi)
-    return None
+    lo, hi = entry.get("lo"), entry.get("hi")
+    return None if lo is None or hi is None else (float(lo), float(hi))
 
 
 def _samples(boot: Mapping[str, Any], names: Sequence[str]) -> dict[str, np.ndarray] | None:
@@ -348,7 +343,7 @@ def loss_interval(fit_result: Mapping[str, Any], n: float, d: float) -> tuple[di
 
     * With per-resample ``samples`` of ``E, A, B, alpha, beta`` (one draw = one refit): ``L`` is evaluated
       per draw and :func:`plmscale.fits.interval` taken -- a proper percentile interval.
-    * With only marginal percentiles (``"percentiles"``, entries p2.5/p97.5 or lo/hi): ``L`` grows
+    * With only marginal percentiles (``"percentiles"``, entries lo/hi): ``L`` grows
       with ``E, A, B`` and, for ``n, d > 1``, falls with ``alpha, beta``, so
       ``[L(E_lo, A_lo, B_lo, alpha_hi, beta_hi), L(E_hi, A_hi, B_hi, alpha_lo, beta_lo)]`` bounds ``L`` over
       the box of marginal intervals. It ignores the strong A-alpha, B-beta correlations and is therefore very

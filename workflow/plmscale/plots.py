@@ -120,6 +120,10 @@ def isoflop_figure(runs: pl.DataFrame, fit: dict[str, Any], objective: str):
     for budget in budgets:
         sub = runs.filter(pl.col("flops_budget") == budget).sort("n_params")
         ax.plot(sub["n_params"], sub["val_loss"], "o", color=colors[budget], label=f"C = {budget:.1e} FLOPs")
+        spread = [p for p in fit.get("seed_spread", {}).get("points", []) if p["flops_budget"] == budget]
+        if spread:  # the seed spread of each replicated point: the noise floor the minima must beat
+            ax.vlines([p["n_params"] for p in spread], [p["lo"] for p in spread], [p["hi"] for p in spread],
+                      color=colors[budget], lw=2.5, alpha=0.5)  # fmt: skip
         info = a2.get(budget)
         if info and info.get("coefficients"):
             c2, c1, c0 = info["coefficients"]
@@ -132,6 +136,11 @@ def isoflop_figure(runs: pl.DataFrame, fit: dict[str, Any], objective: str):
     reason = law_status(fit, "approach2")
     if reason is not None:  # the per-budget minima are shown, but no N_opt(C) law comes out of them
         note_not_fitted(ax, "approach2", f"no N_opt(C) law: {reason}")
+    noise = fit.get("seed_spread", {})
+    if noise.get("n_points"):
+        ax.plot([], [], "-", lw=2.5, color="grey", alpha=0.5,
+                label=f"seed spread ({noise['seeds_per_point']} seeds): median sd {noise['median_sd']:.4f}, "
+                f"max range {noise['max_range']:.4f} nats")  # fmt: skip
     style_axes(
         ax,
         xlabel="non-embedding parameters N",

@@ -115,6 +115,23 @@ def fit_power_law(x: ArrayLike, y: ArrayLike) -> PowerLaw:
     return PowerLaw(coefficient=math.exp(intercept), exponent=slope)
 
 
+def parametric_loss(params: Any, n_params: ArrayLike, num_tokens: ArrayLike) -> Any:
+    """``L(N, D) = E + A / N^alpha + B / D^beta`` (Hoffmann et al. 2022, eq. 2), the one definition every
+    module uses (fits, the data-constrained law with ``D`` replaced by ``D'``, the planner).
+
+    ``params`` maps ``E, A, B, alpha, beta`` to scalars or to arrays of equal length (bootstrap draws, which
+    then broadcast against scalar ``N`` and ``D``). A float when everything is scalar.
+    """
+    out = (
+        np.asarray(params["E"], dtype=np.float64)
+        + np.asarray(params["A"], dtype=np.float64)
+        * np.power(np.asarray(n_params, dtype=np.float64), -np.asarray(params["alpha"], dtype=np.float64))
+        + np.asarray(params["B"], dtype=np.float64)
+        * np.power(np.asarray(num_tokens, dtype=np.float64), -np.asarray(params["beta"], dtype=np.float64))
+    )
+    return float(out) if out.ndim == 0 else out
+
+
 def compute_optimal_laws(big_a: float, big_b: float, alpha: float, beta: float) -> tuple[PowerLaw, PowerLaw]:
     """Compute-optimal allocation implied by ``L = E + A/N^alpha + B/D^beta`` under ``C = 6 N D``.
 

@@ -53,6 +53,8 @@ def identity_changes(saved: Mapping[str, Any] | None, current: Mapping[str, Any]
             changes.append(f"run setting {key}: {old_run.get(key)!r} -> {new_run.get(key)!r}")
     if saved.get("mixture", {}) != current["mixture"]:
         changes.append(f"source proportions {saved.get('mixture', {})} -> {current['mixture']}")
+    if saved.get("init_sha256") != current.get("init_sha256"):
+        changes.append(f"initial weights sha256 {saved.get('init_sha256')} -> {current.get('init_sha256')}")
     if saved.get("code") != current["code"]:
         changes.append(f"training code digest {saved.get('code')} -> {current['code']}")
     for part in ("train_tokens", "valid_tokens"):

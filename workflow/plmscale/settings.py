@@ -57,6 +57,8 @@ class TrainSettings:
     eval_max_tokens: int
     eval_seed: int
     precision: str
+    init_from: str | None = None  # model directory whose weights start the run (transfer); optimizer fresh
+    unique_tokens: int | None = None  # repetition: training data capped to this many tokens, repeated
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -237,7 +239,30 @@ def shape_value(config: Mapping[str, Any], shape_name: str, key: str) -> Any:
     return config["grid"]["shapes"][shape_name].get(key, config["train"][key])
 
 
-def run_settings(config: Mapping[str, Any], objective: str, flops: float, shape_name: str) -> TrainSettings:
+def point_settings(config: Mapping[str, Any], point: Any) -> TrainSettings:
+    """The run settings of a :class:`plmscale.config.ScalingPoint`, its variant (replicate, transfer,
+    repetition) included: seed ``train.seed + replicate``; a transfer run starts from the source run's
+    ``results/runs/<run_id>/model`` with its own warm-up; a repetition run caps its unique tokens."""
+    return run_settings(
+        config, point.objective, point.flops, point.shape_name,
+        seed_offset=point.replicate,
+        init_from=None if point.init_from is None else f"results/runs/{point.init_from}/model",
+        warmup_fraction=point.warmup_fraction,
+        unique_tokens=point.unique_tokens,
+    )  # fmt: skip
+
+
+def run_settings(
+    config: Mapping[str, Any],
+    objective: str,
+    flops: float,
+    shape_name: str,
+    *,
+    seed_offset: int = 0,
+    init_from: str | None = None,
+    warmup_fraction: float | None = None,
+    unique_tokens: int | None = None,
+) -> TrainSettings:
     """The run settings of one scaling point of a schema-validated config."""
     train, spec = config["train"], config["grid"]["shapes"][shape_name]
     return TrainSettings(
@@ -247,18 +272,20 @@ def run_settings(config: Mapping[str, Any], objective: str, flops: float, shape_
         context=int(train["context"]),
         batch_rows=int(shape_value(config, shape_name, "batch_rows")),
         peak_lr=float(shape_value(config, shape_name, "lr")),
-        warmup_fraction=float(train["warmup_fraction"]),
+        warmup_fraction=float(train["warmup_fraction"] if warmup_fraction is None else warmup_fraction),
         min_lr_ratio=float(train["min_lr_ratio"]),
         weight_decay=float(train["weight_decay"]),
         beta1=float(train["beta1"]),
         beta2=float(train["beta2"]),
         grad_clip=float(train["grad_clip"]),
         mask_ratio=float(train["mlm"]["mask_ratio"]) if objective == "mlm" else 0.0,
-        seed=int(train["seed"]),
+        seed=int(train["seed"]) + int(seed_offset),
         eval_points=int(train["eval_points"]),
         eval_max_tokens=int(train["eval_max_tokens"]),
         eval_seed=int(config["evaluate"]["seed"]),
         precision=str(train["precision"]),
+        init_from=init_from,
+        unique_tokens=unique_tokens,
     )
 
 

@@ -110,6 +110,43 @@ def save_model(model: torch.nn.Module, model_dir: Path) -> None:
     tmp.rmdir()
 
 
+TIED_KEYS = frozenset({"lm_head.decoder.weight", "lm_head.decoder.bias"})  # aliases of saved tensors
+
+
+def load_init_weights(model: torch.nn.Module, model_dir: str | Path) -> str:
+    """Load another run's final weights into ``model`` (a transfer run; Cheng et al. 2024, Sec. 4).
+
+    Both objectives share every parameter name (:mod:`plmscale.model`), so a CLM run's weights start an MLM
+    run of the same shape and vice versa; only the attention mask and the loss change. The optimizer and the
+    schedule are the new run's own. Returns the sha256 of the weights file (recorded in ``done.json`` and in
+    checkpoints, so a resume after the source changed is refused).
+    """
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    path = Path(model_dir) / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: the source run of this transfer run has no final weights; train it first "
+            "(the workflow does so before the transfer run)"
+        )
+    state = load_file(path)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # tensor shapes differ
+        raise ValueError(
+            f"{path}: weights do not fit this run's shape ({err}); transfer needs the same shape"
+        ) from err
+    unexpected, missing = list(result.unexpected_keys), sorted(set(result.missing_keys) - TIED_KEYS)
+    if unexpected or missing:
+        raise ValueError(
+            f"{path}: not a plmscale run of this family (unexpected keys {unexpected[:5]}, "
+            f"missing {missing[:5]}); start transfer runs from a run of the other objective, same shape"
+        )
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def train_run(
     job: TrainJob,
     execution: ExecutionSettings,
@@ -171,6 +208,12 @@ class _Trainer:
         model = build_model(run.shape, run.objective, run.context, run.seed)
         self.n_params, self.n_embedding = count_parameters(model)
         assert self.n_params == run.n_params, (self.n_params, run.n_params)
+        self.init_sha256 = None if run.init_from is None else load_init_weights(model, run.init_from)
+        if self.init_sha256 is not None:
+            log(
+                f"initialised from {run.init_from} (sha256 {self.init_sha256[:16]}); "
+                "optimizer and schedule fresh"
+            )
         attention.set_backend(model, execution.attention)
         if execution.activation_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -179,6 +222,8 @@ class _Trainer:
         self.fused = execution.fused_adamw and has_fused_adamw(device, execution.parallel)
         self.optimizer = make_optimizer(self.model, run, self.fused)
         self.identity = run_identity(run, self.streams)
+        if self.init_sha256 is not None:  # a resume after the source run's weights changed is refused
+            self.identity["init_sha256"] = self.init_sha256
         self.records: list[dict] = []
         self.start_step, self.seconds_before, self.resumed_from = 0, 0.0, None
         if job.checkpoint_dir is not None:
@@ -358,6 +403,9 @@ class _Trainer:
             "threads": threads,
             "processes": info.world_size,
             "resumed_from_step": self.resumed_from,
+            "init_from": run.init_from,
+            "init_sha256": self.init_sha256,
+            "unique_tokens": getattr(self.streams, "unique_tokens", None),
         }
         model_state = full_model_state(self.model)  # a collective under FSDP
         if info.rank == 0:

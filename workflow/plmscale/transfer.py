@@ -7,6 +7,7 @@ Pure numpy, no I/O.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,3 +158,64 @@ def effectively_transferred_tokens(
         reached = tokens_to_reach(st, sl, float(best[i]))
         out.append(None if reached is None else reached - float(d))
     return out
+
+
+def transfer_points(pair: Mapping[str, Any], n_points: int) -> list[dict[str, Any]]:
+    """``D_t`` of one (transferred, scratch) pair at ``n_points`` logged ``D_F`` of the transferred run,
+    log-spaced from its second point to its last, each with a status: ``ok`` (``D_t > 0``), ``no_gain``
+    (``D_t <= 0``) or ``not_reached`` (the scratch curve never reaches the transferred loss).
+
+    ``pair``: ``size`` (a label), ``n_params``, ``scratch`` and ``transfer`` as ``(tokens, loss)`` arrays of
+    this training phase, tokens increasing.
+    """
+    tokens, loss = (np.asarray(a, dtype=np.float64) for a in pair["transfer"])
+    if len(tokens) < 2:
+        raise ValueError(f"transferred run {pair['size']}: {len(tokens)} logged point(s); need at least 2")
+    wanted = np.geomspace(tokens[1], tokens[-1], n_points)
+    picks = sorted({int(np.argmin(np.abs(np.log(tokens) - np.log(w)))) for w in wanted})
+    finetune = tokens[picks]
+    d_t = effectively_transferred_tokens(*pair["scratch"], tokens, loss, finetune)
+    rows = []
+    for df, dt in zip(finetune, d_t, strict=True):
+        status = "not_reached" if dt is None else ("ok" if dt > 0 else "no_gain")
+        rows.append({"size": pair["size"], "n_params": float(pair["n_params"]), "finetune_tokens": float(df),
+                     "transferred_tokens": dt, "status": status})  # fmt: skip
+    return rows
+
+
+def transfer_entry(
+    pairs: Sequence[Mapping[str, Any]], objective: str, n_points: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The transfer law of one evaluated objective from its (transferred, scratch) pairs, and its points.
+
+    :func:`transfer_points` gives ``D_t`` per pair; :func:`fit_transfer_law` fits the ``ok`` points. The
+    uncertainty is the range of ``alpha`` and ``beta`` over leave-one-size-out refits (points of one run are
+    correlated, so a point bootstrap would overstate the precision). Too few sizes or points leave the law
+    out with ``skipped_reason``. Used for the published logs and the study's own runs alike.
+    """
+    points = [dict(p, objective=objective) for pair in pairs for p in transfer_points(pair, n_points)]
+    ok = [p for p in points if p["status"] == "ok"]
+    entry: dict[str, Any] = {
+        "sizes": [p["size"] for p in pairs],
+        "source_budgets": {p["size"]: p.get("source_budget_flops") for p in pairs},
+        "x_source": {p["size"]: p.get("x_source") for p in pairs},
+        "n_points": len(points),
+        "n_fitted": len(ok),
+        "n_not_reached": sum(p["status"] == "not_reached" for p in points),
+        "n_no_gain": sum(p["status"] == "no_gain" for p in points),
+    }
+
+    def law(sel: list[dict[str, Any]]) -> TransferLaw:
+        cols = ("n_params", "finetune_tokens", "transferred_tokens")
+        return fit_transfer_law(*([p[c] for p in sel] for c in cols))
+
+    try:
+        entry["law"] = law(ok).to_dict()
+        held = [law([p for p in ok if p["size"] != size]) for size in entry["sizes"]]
+        entry["leave_one_size_out"] = {
+            "alpha": [min(h.alpha for h in held), max(h.alpha for h in held)],
+            "beta": [min(h.beta for h in held), max(h.beta for h in held)],
+        }
+    except ValueError as err:  # too few sizes or points: recorded, not hidden
+        entry["skipped_reason"] = str(err)
+    return entry, points

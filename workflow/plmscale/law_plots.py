@@ -1,0 +1,62 @@
+"""Figures of the study's transfer and repetition runs (the published logs' figures are in
+:mod:`plmscale.paper_plots`; the transfer-law panel is shared)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+
+from plmscale.plots import TITLES, style_axes
+from plmscale.study_laws import learning_curve
+
+
+def repetition_figure(result: dict[str, Any], curves: dict[str, str], objective: str):
+    """The paper's Figure 1 view on our runs: learning curves of the capped (repeated) runs next to the
+    uncapped reference (left), and final loss against epochs with the data-constrained law (right)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
+    runs = sorted(result["runs"], key=lambda r: r["epochs"])
+    cmap = plt.get_cmap("plasma")
+    for i, run in enumerate(runs):
+        tokens, loss = learning_curve(curves[run["run"]])
+        color = cmap(i / max(1, len(runs) - 1) * 0.85)
+        style = "-" if run["capped"] else "--"
+        what = f"U = D/{run['epochs']:.3g}" if run["capped"] else f"reference ({run['epochs']:.2f} epochs)"
+        left.plot(tokens, loss, style, color=color, lw=1.2, label=f"{run['run'].split('/')[-1]}: {what}")
+    style_axes(
+        left, xlabel="training tokens D", ylabel="validation loss (nats/token)", logy=False, fontsize=7,
+        title=f"{TITLES[objective]}: repeated data (solid) vs the uncapped reference (dashed)",
+    )  # fmt: skip
+    epochs = np.array([r["epochs"] for r in runs])
+    loss = np.array([r["val_loss"] for r in runs])
+    right.plot(epochs, loss, "o", color="black", label="final validation loss")
+    law = result.get("law")
+    if law:
+        ci = (result.get("interval") or {}).get("r_star_d")
+        span = f" [{ci['lo']:.3g}, {ci['hi']:.3g}]" if ci else ""
+        right.plot(epochs, result["predicted_loss"], "x-", color="tab:red",
+                   label=f"data-constrained law, R_D* = {law['r_star_d']:.3g}{span}")  # fmt: skip
+        if law.get("at_bound"):
+            note = "R_D* at a search bound: not identified by these runs"
+            right.text(0.02, 0.04, note, transform=right.transAxes, fontsize=7, color="tab:red")
+    else:
+        right.plot([], [], " ", label=f"law not fitted: {result.get('skipped_reason', '')[:70]}")
+    if result.get("caveat"):
+        right.text(0.02, 0.96, result["caveat"][:110], transform=right.transAxes, fontsize=6, va="top")
+    style_axes(
+        right, xlabel="epochs over the run's unique tokens", ylabel="final validation loss", logy=False,
+        fontsize=7, title="Muennighoff et al. (2023): D' = U + U R_D* (1 - exp(-R_D / R_D*))",
+    )  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def transfer_points_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    schema = {"objective": pl.Utf8, "size": pl.Utf8, "n_params": pl.Float64, "finetune_tokens": pl.Float64,
+              "transferred_tokens": pl.Float64, "status": pl.Utf8}  # fmt: skip
+    return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
