@@ -18,7 +18,15 @@ import polars as pl
 import pytest
 from matplotlib.collections import PolyCollection
 from plmscale import fits, plots
-from plmscale.fitting import exponent_interval, exponents, fit_tables, law_samples, law_status
+from plmscale.fits import Approach3Grid
+from plmscale.fitting import (
+    exponent_interval,
+    exponents,
+    fit_tables,
+    law_samples,
+    law_status,
+    own_extrapolation,
+)
 from plmscale.plots import loss_compute_figure, optimal_figure, plot_objective
 
 # Hoffmann et al. 2022 Approach 3 coefficients as the true law (as in tests/test_fits.py)
@@ -279,3 +287,21 @@ def test_loss_figure_of_a_skipped_approach1_draws_no_law(unfitted_fit_result):
     assert legend_texts(ax) == ["Approach 1: not fitted — only 1 envelope point(s)"]
     assert not [c for c in ax.collections if isinstance(c, PolyCollection)]  # no band either
     plt.close(fig)
+
+
+def test_extrapolation_check_on_own_runs(synthetic_fit):
+    """Fit on the 4 smaller budgets, predict the 1e21 one: each law's N_opt there is the true N_opt
+    (Hoffmann eq. 4, written out in n_opt_true) within 10%. Approach 3's loss is within 1%; Approach 2's loss
+    law is a pure power law L_opt(C) with no irreducible term, so with E = 1.69 it undershoots (by 4.6%)."""
+    ext = synthetic_fit["extrapolation"]
+    for method in ("approach2", "approach3"):
+        (held,) = ext[method]["held_out"]
+        assert held["budget"] == pytest.approx(1e21)
+        assert held["predicted_n_opt"] == pytest.approx(n_opt_true(1e21), rel=0.1)
+    assert abs(ext["approach3"]["held_out"][0]["loss_relative_error"]) < 0.01
+    assert -0.06 < ext["approach2"]["held_out"][0]["loss_relative_error"] < -0.03
+    runs, _ = synthetic_study()
+    two = runs.filter(pl.col("flops_budget") < 1e19)
+    assert own_extrapolation(two, exclude_edge=True, init_grid=Approach3Grid.small(), huber_delta=1e-3) == {
+        "skipped_reason": "2 budget(s); the extrapolation check needs at least 3"
+    }

@@ -227,6 +227,10 @@ def test_summary_prints_intervals_caveats_and_the_noise_floor():
                           "caveat": "did not converge (ABNORMAL)"},
         },
         "seed_spread": {"n_points": 6, "seeds_per_point": 2, "median_sd": 0.01234, "max_range": 0.05},
+        "extrapolation": {
+            "approach2": {"skipped": "1 usable budget"},
+            "approach3": [{"budget": 3e11, "n_opt_ratio": 1.25, "loss_relative_error": -0.012}],
+        },
     }  # fmt: skip
     lines = format_summary({"clm": info}).splitlines()
     assert "  approach1: N_opt ~ C^0.500 [95% 0.410, 0.620], D_opt ~ C^0.500" in lines
@@ -235,3 +239,10 @@ def test_summary_prints_intervals_caveats_and_the_noise_floor():
     assert (
         "  noise floor over 2 seeds at 6 points: median sd 0.0123, largest range 0.0500 nats/token" in lines
     )
+    assert "  extrapolation (approach2): not checked: 1 usable budget" in lines
+    assert (
+        "  extrapolation (approach3) to 3e+11 FLOPs: predicted/observed N_opt 1.25, loss error -1.2%" in lines
+    )
+    info["extrapolation"] = {"skipped": "2 budget(s); the check needs at least 3"}
+    lines = format_summary({"clm": info}).splitlines()
+    assert "  extrapolation (all methods): not checked: 2 budget(s); the check needs at least 3" in lines

@@ -42,6 +42,21 @@ def format_summary(summary: dict) -> str:
                 )
             else:
                 lines.append(f"  {method}: not fitted: {fit.get('skipped')}")
+        extrapolation = info.get("extrapolation") or {}
+        if "skipped" in extrapolation:
+            extrapolation = {"all methods": {"skipped": extrapolation["skipped"]}}
+        for method, ext in extrapolation.items():
+            if isinstance(ext, dict):
+                lines.append(f"  extrapolation ({method}): not checked: {ext.get('skipped')}")
+                continue
+            for held in ext:
+                ratio, err = held.get("n_opt_ratio"), held.get("loss_relative_error")
+                lines.append(
+                    f"  extrapolation ({method}) to {held['budget']:.3g} FLOPs: predicted/observed N_opt "
+                    + ("n/a" if ratio is None else f"{ratio:.2f}")
+                    + ", loss error "
+                    + ("n/a" if err is None else f"{100 * err:+.1f}%")
+                )
         noise = info.get("seed_spread") or {}
         if noise.get("n_points"):
             lines.append(

@@ -17,6 +17,7 @@ as fitted (it exists and, for Approach 3, the optimiser converged).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ import polars as pl
 from plmscale import fits
 from plmscale.atomic import write_json_atomic
 from plmscale.collect import curve_table, run_table
+from plmscale.extrapolation import extrapolation_check
 from plmscale.paper import law_band
 from plmscale.powerlaw import compute_optimal_laws
 
@@ -196,7 +198,54 @@ def fit_tables(
     c_grid = np.geomspace(min(compute) / 2, max(compute) * 2, BAND_POINTS) if compute else np.array([])
     for method in METHODS:
         result[f"{method}_bands"] = law_bands(bootstrap_of(result, method), c_grid) if len(c_grid) else {}
+    result["extrapolation"] = own_extrapolation(
+        runs, exclude_edge=approach2_exclude_edge, init_grid=grid, huber_delta=huber_delta
+    )
     return result
+
+
+def extrapolation_summary(ext: Mapping[str, Any]) -> dict[str, Any]:
+    """Per method: the held-out budget's predicted / observed N_opt and loss error, or why not checked."""
+    if ext.get("skipped_reason"):
+        return {"skipped": ext["skipped_reason"]}
+    out: dict[str, Any] = {}
+    for method, entry in ext.items():
+        if entry.get("skipped_reason"):
+            out[method] = {"skipped": entry["skipped_reason"]}
+            continue
+        out[method] = [
+            {
+                k: held.get(k)
+                for k in ("budget", "n_opt_ratio", "loss_relative_error", "observed_skipped_reason")
+            }
+            for held in entry.get("held_out", [])
+        ]
+    return out
+
+
+def own_extrapolation(
+    runs: pl.DataFrame, *, exclude_edge: bool, init_grid: fits.Approach3Grid, huber_delta: float
+) -> dict[str, Any]:
+    """The extrapolation check on the study's own runs (:func:`plmscale.extrapolation.extrapolation_check`):
+    fit on every budget but the largest, predict the largest. Needs at least 3 budgets; a method the
+    fitting budgets cannot support is recorded with its reason."""
+    budgets = sorted(set(runs["flops_budget"].to_list()))
+    if len(budgets) < 3:
+        return {"skipped_reason": f"{len(budgets)} budget(s); the extrapolation check needs at least 3"}
+    args = (runs["flops_budget"].to_numpy(), runs["n_params"].to_numpy(), runs["val_loss"].to_numpy())
+    return {
+        method: _attempt(
+            f"extrapolation_{method}",
+            functools.partial(extrapolation_check, method=method),
+            *args,
+            cutoff_flops=budgets[-2],
+            num_tokens=runs["num_tokens"].to_numpy().astype(float),
+            exclude_edge=exclude_edge,
+            init_grid=init_grid,
+            huber_delta=huber_delta,
+        )
+        for method in ("approach2", "approach3")
+    }
 
 
 def _write_parquet(frame: pl.DataFrame, path: str | Path) -> None:
@@ -302,6 +351,7 @@ def write_summary(fit_jsons: list[str], run_tables: list[str], output: str) -> d
             "best_run": {k: best[k] for k in ("run", "n_params", "num_tokens", "flops", "val_loss")},
             "exponents": exponents(result),
             "seed_spread": {k: v for k, v in (result.get("seed_spread") or {}).items() if k != "points"},
+            "extrapolation": extrapolation_summary(result.get("extrapolation") or {}),
             "throughput": [
                 {k: row[k] for k in ("run", "n_params", "tokens_per_second", "mfu", "wall_seconds")}
                 for row in runs.iter_rows(named=True)
