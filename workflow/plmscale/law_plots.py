@@ -30,8 +30,9 @@ def repetition_figure(result: dict[str, Any], curves: dict[str, str], objective:
         left.plot(tokens, loss, style, color=color, lw=1.2, label=f"{run['run'].split('/')[-1]}: {what}")
     style_axes(
         left, xlabel="training tokens D", ylabel="validation loss (nats/token)", logy=False, fontsize=7,
-        title=f"{TITLES[objective]}: repeated data (solid) vs the uncapped reference (dashed)",
+        title=f"{TITLES[objective]}: repeated (solid) vs uncapped reference (dashed)",
     )  # fmt: skip
+    left.title.set_fontsize(9)
     epochs = np.array([r["epochs"] for r in runs])
     loss = np.array([r["val_loss"] for r in runs])
     right.plot(epochs, loss, "o", color="black", label="final validation loss")
@@ -39,7 +40,7 @@ def repetition_figure(result: dict[str, Any], curves: dict[str, str], objective:
     if law:
         ci = (result.get("interval") or {}).get("r_star_d")
         span = f" [{ci['lo']:.3g}, {ci['hi']:.3g}]" if ci else ""
-        right.plot(epochs, result["predicted_loss"], "x-", color="tab:red",
+        right.plot(epochs, [r["predicted_val_loss"] for r in runs], "x", ms=9, color="tab:red",
                    label=f"data-constrained law, R_D* = {law['r_star_d']:.3g}{span}")  # fmt: skip
         if law.get("at_bound"):
             note = "R_D* at a search bound: not identified by these runs"
@@ -50,8 +51,9 @@ def repetition_figure(result: dict[str, Any], curves: dict[str, str], objective:
         right.text(0.02, 0.96, result["caveat"][:110], transform=right.transAxes, fontsize=6, va="top")
     style_axes(
         right, xlabel="epochs over the run's unique tokens", ylabel="final validation loss", logy=False,
-        fontsize=7, title="Muennighoff et al. (2023): D' = U + U R_D* (1 - exp(-R_D / R_D*))",
+        fontsize=7, title="Muennighoff et al. (2023): D' = U + U R_D* (1 - e^(-R_D/R_D*)), markers: law",
     )  # fmt: skip
+    right.title.set_fontsize(9)
     fig.tight_layout()
     return fig
 

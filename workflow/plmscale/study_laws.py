@@ -138,7 +138,8 @@ def study_repetition(runs: Sequence[Mapping[str, str]], fit_json: str | Path) ->
         result["skipped_reason"] = str(err)
         return result
     result["law"] = law.to_dict()
-    result["predicted_loss"] = [float(v) for v in law.predict(n, d, u)]
+    for row, predicted in zip(rows, law.predict(n, d, u), strict=True):
+        row["predicted_val_loss"] = float(predicted)
     result["interval"] = _r_star_interval(fit.get("approach3_bootstrap") or {}, n, d, u, y, base)
     return result
 
