@@ -77,7 +77,7 @@ def test_transfer_runs_start_from_the_source_weights(variants_study):
     assert entry["n_fitted"] + entry["n_not_reached"] + entry["n_no_gain"] == entry["n_points"] > 0
     assert "law" in entry or "skipped_reason" in entry
     runs = {r["run"]: r for r in law["runs"]}
-    assert runs["mlm/1e9/a-from-clm3e8"]["total_flops"] == pytest.approx(1.3e9)
+    assert runs["mlm/1e9/a-from-clm3e8"]["total_flops"] == pytest.approx(1.3e9, rel=1e-3)  # 6ND: whole steps
     assert (workdir / "results/figures/transfer_law.png").read_bytes()[:4] == b"\x89PNG"
 
 
