@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -150,11 +151,15 @@ class Study:
             self.isoflop_points() + self.support_points() + self.transfer_points() + self.repetition_points()
         )
 
+    @functools.cached_property
+    def _by_run_id(self) -> dict[str, ScalingPoint]:
+        return {p.run_id: p for p in self.points()}
+
     def point(self, objective: str, budget: str, name: str) -> ScalingPoint:
-        for p in self.points():
-            if (p.objective, p.budget, p.name) == (objective, budget, name):
-                return p
-        raise KeyError(f"no scaling point {objective}/{budget}/{name} in the grid")
+        found = self._by_run_id.get(f"{objective}/{budget}/{name}")
+        if found is None:
+            raise KeyError(f"no scaling point {objective}/{budget}/{name} in the grid")
+        return found
 
 
 def load_study(config: Mapping[str, Any]) -> Study:

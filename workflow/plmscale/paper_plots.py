@@ -1,6 +1,9 @@
-"""Figures of the paper reproduced from the published logs: IsoFLOP profiles, compute-optimal
-allocation with bootstrap bands, loss vs compute, the extrapolation check, UniRef50 vs UniMeta learning
-curves (the paper's Figure 1), the mask-ratio ablation and CLM<->MLM transfer."""
+"""Figures of the paper reproduced from the published logs. The IsoFLOP profiles, the compute-optimal
+allocation (every method, the authors' notebook included, with bootstrap bands) and loss vs compute are
+drawn by the study's own figure functions (:mod:`plmscale.plots`), so both show the same things the same
+way; here are the figures only the logs have: the extrapolation check, UniRef50 vs UniMeta learning curves
+(the paper's Figure 1), the mask-ratio ablation and CLM<->MLM transfer (the transfer-law panel is shared
+with the study's transfer runs)."""
 
 from __future__ import annotations
 
@@ -15,165 +18,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
-from plmscale.plots import TITLES, budget_colors, law_label, save_figure, style_axes
+from plmscale.plots import (
+    TITLES,
+    isoflop_figure,
+    loss_compute_figure,
+    optimal_figure,
+    save_figure,
+    style_axes,
+)
 
-METHOD_COLORS = {
-    "notebook_envelope": "tab:red",
-    "approach1": "tab:blue",
-    "approach2": "tab:orange",
-    "approach3": "tab:green",
-}
-
-
-def isoflop(finals: pl.DataFrame, fit: dict[str, Any], objective: str):
-    fig, ax = plt.subplots(figsize=(7.2, 4.8))
-    iso = finals.filter(pl.col("budget_flops").is_not_null())
-    budgets = sorted(set(iso["budget_flops"].to_list()))
-    colors = budget_colors(budgets)
-    a2 = {b["budget"]: b for b in fit.get("approach2", {}).get("budgets", [])}
-    for budget in budgets:
-        sub = iso.filter(pl.col("budget_flops") == budget).sort("n_params")
-        ax.plot(sub["n_params"], sub["loss"], "o", ms=4, color=colors[budget], label=f"{budget:.0e}")
-        info = a2.get(budget) or {}
-        if info.get("coefficients"):
-            c2, c1, c0 = info["coefficients"]
-            x = np.geomspace(sub["n_params"].min(), sub["n_params"].max(), 80)
-            ax.plot(x, c2 * np.log(x) ** 2 + c1 * np.log(x) + c0, "-", lw=1, color=colors[budget])
-            if info.get("n_opt"):
-                ax.plot(
-                    info["n_opt"],
-                    info["loss_opt"],
-                    "x" if info.get("at_edge") else "*",
-                    color="crimson",
-                    ms=9,
-                )
-    style_axes(
-        ax,
-        xlabel="non-embedding parameters N",
-        ylabel="validation loss (nats/token)",
-        title=f"IsoFLOP profiles from the published logs, {TITLES[objective]} — Approach 2",
-        fontsize=7,
-        ncol=2,
-        legend_title="budget C (FLOPs); ★ N_opt, × edge",
-        title_fontsize=7,
-    )
-    return fig
-
-
-def optimal(fit: dict[str, Any], objective: str):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
-    bands = fit.get("approach2_bands", {})
-    published = fit.get("published", {})
-    for ax, (law, unit) in zip(axes, (("n_opt", "parameters N_opt"), ("d_opt", "tokens D_opt")), strict=True):
-        band = bands.get(law)
-        if band:
-            ax.fill_between(
-                band["flops"],
-                band["lo"],
-                band["hi"],
-                color="tab:orange",
-                alpha=0.2,
-                label="approach2 95% bootstrap band",
-            )
-        budgets = [b for b in fit.get("approach2", {}).get("budgets", []) if b.get(law)]
-        ax.plot(
-            [b["budget"] for b in budgets if not b["at_edge"]],
-            [b[law] for b in budgets if not b["at_edge"]],
-            "o",
-            color="tab:orange",
-        )
-        ax.plot(
-            [b["budget"] for b in budgets if b["at_edge"]],
-            [b[law] for b in budgets if b["at_edge"]],
-            "o",
-            mfc="none",
-            color="tab:orange",
-            label="approach2: minimum at grid edge",
-        )
-        env = fit.get("approach1", {}).get("envelope")
-        if env:
-            ax.plot(
-                env["flops"],
-                env["n_params"] if law == "n_opt" else env["num_tokens"],
-                "s",
-                ms=3,
-                color="tab:blue",
-                alpha=0.4,
-            )
-        notebook = fit.get("notebook_envelope", {}).get("envelope")
-        if notebook:
-            ax.plot(
-                [p["flops"] for p in notebook],
-                [p["n_params" if law == "n_opt" else "num_tokens"] for p in notebook],
-                "^",
-                ms=3,
-                color="tab:red",
-                alpha=0.35,
-                label="authors' notebook: envelope points",
-            )
-        c = np.geomspace(1e17, 1e22, 60)
-        for method, color in METHOD_COLORS.items():
-            res = fit.get(method, {}).get(law)
-            if res:
-                ax.plot(
-                    c,
-                    res["coefficient"] * c ** res["exponent"],
-                    "--" if method == "notebook_envelope" else "-",
-                    color=color,
-                    label=f"{method}: {law_label(law.upper(), res)}",
-                )
-        if published:
-            key = "n_opt_exponent" if law == "n_opt" else "d_opt_exponent"
-            ax.text(
-                0.02,
-                0.97,
-                f"published exponent {published[key]} ({published['source']})",
-                transform=ax.transAxes,
-                fontsize=6,
-                va="top",
-            )
-        style_axes(
-            ax,
-            xlabel="training compute C (FLOPs, 6ND)",
-            ylabel=unit,
-            logy=True,
-            fontsize=6,
-            loc="lower right",
-        )
-    fig.suptitle(
-        f"Compute-optimal allocation from the published logs, {TITLES[objective]} — "
-        "the authors' notebook fit and Approaches 1, 2, 3"
-    )
-    fig.tight_layout()
-    return fig
-
-
-def loss_vs_compute(points: pl.DataFrame, fit: dict[str, Any], objective: str):
-    fig, ax = plt.subplots(figsize=(7, 4.6))
-    for run in points["run"].unique(maintain_order=True).to_list():
-        sub = points.filter(pl.col("run") == run).sort("flops")
-        ax.plot(sub["flops"], sub["loss"], "-", lw=0.5, color="0.65")
-    a1 = fit.get("approach1", {})
-    env = a1.get("envelope")
-    if env:
-        ax.plot(env["flops"], env["loss"], "o", ms=3, color="tab:red", label="minimum-loss envelope")
-        if a1.get("loss"):
-            c = np.geomspace(min(env["flops"]), max(env["flops"]), 60)
-            ax.plot(
-                c,
-                a1["loss"]["coefficient"] * c ** a1["loss"]["exponent"],
-                color="tab:red",
-                label=f"approach1: {law_label('L', a1['loss'])}",
-            )
-    style_axes(
-        ax,
-        xlabel="training compute C (FLOPs, 6ND, without embeddings)",
-        ylabel="validation loss (nats/token)",
-        title=f"Loss vs compute from the published logs, {TITLES[objective]} — Approach 1",
-        logy=True,
-        fontsize=7,
-    )
-    return fig
+SOURCE = "the published logs"
 
 
 def extrapolation(fit: dict[str, Any], objective: str):
@@ -350,10 +204,15 @@ def plot_paper(inputs: dict[str, Any], outputs: dict[str, str], *, dpi: int) -> 
         o = fit["objective"]
         pts = points.filter(pl.col("objective") == o)
         fin = finals.filter(pl.col("objective") == o)
+        # the study's own figure functions (plmscale.plots), on the logs' tables in their column names
+        iso = fin.filter(pl.col("budget_flops").is_not_null()).rename(
+            {"budget_flops": "flops_budget", "loss": "val_loss"}
+        )
+        curves = pts.select("run", "flops", val_loss="loss")
         for name, fig in (
-            ("isoflop", isoflop(fin, fit, o)),
-            ("optimal_allocation", optimal(fit, o)),
-            ("loss_vs_compute", loss_vs_compute(pts, fit, o)),
+            ("isoflop", isoflop_figure(iso, fit, o, source=SOURCE)),
+            ("optimal_allocation", optimal_figure(fit, o, source=SOURCE)),
+            ("loss_vs_compute", loss_compute_figure(curves, fit, o, source=SOURCE)),
             ("extrapolation", extrapolation(fit, o)),
         ):
             save_figure(fig, outputs[f"{o}_{name}_png"], outputs[f"{o}_{name}_svg"], dpi)

@@ -65,18 +65,25 @@ def law_label(name: str, law: dict[str, Any]) -> str:
 
 
 APPROACH_NAMES = {"approach1": "Approach 1", "approach2": "Approach 2", "approach3": "Approach 3"}
+METHOD_NAMES = {"notebook_envelope": "authors' notebook", **APPROACH_NAMES}
+METHOD_STYLES = {
+    "notebook_envelope": ("^", "tab:red"),
+    "approach1": ("s", "tab:blue"),
+    "approach2": ("o", "tab:orange"),
+    "approach3": (None, "tab:green"),
+}
 LAW_NAMES = {"n_opt": "N_opt", "d_opt": "D_opt", "loss": "L"}
 CI_LEGEND_TITLE = "shaded band, [ ]: 95% bootstrap interval"
 
 
 def not_fitted_label(method: str, reason: str, width: int = 60) -> str:
     """Legend text of a law that is not drawn: "Approach N: not fitted — <reason>" (wrapped)."""
-    return textwrap.fill(f"{APPROACH_NAMES.get(method, method)}: not fitted — {reason}", width)
+    return textwrap.fill(f"{METHOD_NAMES.get(method, method)}: not fitted — {reason}", width)
 
 
 def interval_label(method: str, law_key: str, law: dict[str, Any], ci: tuple[float, float] | None) -> str:
     """``"Approach 2: N_opt = 1.2e+03 · C^0.610 [0.520, 0.700]"``; brackets: 95% interval of the exponent."""
-    text = f"{APPROACH_NAMES.get(method, method)}: {law_label(LAW_NAMES.get(law_key, law_key), law)}"
+    text = f"{METHOD_NAMES.get(method, method)}: {law_label(LAW_NAMES.get(law_key, law_key), law)}"
     return text if ci is None else f"{text} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
@@ -112,7 +119,10 @@ def budget_colors(budgets: list[float]) -> dict[float, Any]:
     return {b: cmap(i / max(1, len(budgets) - 1) * 0.9) for i, b in enumerate(sorted(budgets))}
 
 
-def isoflop_figure(runs: pl.DataFrame, fit: dict[str, Any], objective: str):
+def isoflop_figure(runs: pl.DataFrame, fit: dict[str, Any], objective: str, *, source: str = ""):
+    """Final loss against N per budget (``runs``: ``flops_budget``, ``n_params``, ``val_loss``) with each
+    budget's Approach 2 parabola and minimum; the seed spread where replicated. ``source`` names the data in
+    the title (e.g. "the published logs")."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     budgets = sorted(set(runs["flops_budget"].to_list()))
     colors = budget_colors(budgets)
@@ -145,7 +155,7 @@ def isoflop_figure(runs: pl.DataFrame, fit: dict[str, Any], objective: str):
         ax,
         xlabel="non-embedding parameters N",
         ylabel="validation loss (nats/token)",
-        title=f"IsoFLOP profiles, {TITLES[objective]} — Approach 2 (parabola in log N)",
+        title=f"IsoFLOP profiles{_from(source)}, {TITLES[objective]} — Approach 2 (parabola in log N)",
         fontsize=8,
         legend_title="★ N_opt (× at grid edge)",
         title_fontsize=8,
@@ -153,13 +163,17 @@ def isoflop_figure(runs: pl.DataFrame, fit: dict[str, Any], objective: str):
     return fig
 
 
-def optimal_figure(fit: dict[str, Any], objective: str):
+def _from(source: str) -> str:
+    return f" from {source}" if source else ""
+
+
+def optimal_figure(fit: dict[str, Any], objective: str, *, source: str = ""):
+    """N_opt(C) and D_opt(C): every method's law with its 95% band and exponent interval, the points it was
+    fitted to, a "not fitted" entry for a law that is missing or untrusted. The authors' notebook method is
+    drawn when the fit has it (the published logs); the published exponents are printed when given."""
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 6.0))
-    styles = {
-        "approach1": ("s", "tab:blue"),
-        "approach2": ("o", "tab:orange"),
-        "approach3": (None, "tab:green"),
-    }
+    styles = METHOD_STYLES
+    methods = [m for m in METHOD_NAMES if m in APPROACH_NAMES or m in fit]
     for panel, (key, unit) in enumerate((("n_opt", "parameters N_opt"), ("d_opt", "tokens D_opt"))):
         ax = axes[panel]
         cs: list[float] = []
@@ -170,6 +184,13 @@ def optimal_figure(fit: dict[str, Any], objective: str):
             ax.plot(env["flops"], pts, styles["approach1"][0], color=styles["approach1"][1], alpha=0.5,
                     label="Approach 1: envelope points")  # fmt: skip
             cs += env["flops"]
+        notebook = (fit.get("notebook_envelope") or {}).get("envelope")
+        if notebook:
+            marker, color = styles["notebook_envelope"]
+            column = "n_params" if key == "n_opt" else "num_tokens"
+            ax.plot([p["flops"] for p in notebook], [p[column] for p in notebook], marker, ms=3, color=color,
+                    alpha=0.35, label="authors' notebook: envelope points")  # fmt: skip
+            cs += [p["flops"] for p in notebook]
         a2 = fit.get("approach2", {})
         usable = [b for b in a2.get("budgets", []) if b.get(key)]
         if usable:
@@ -185,21 +206,28 @@ def optimal_figure(fit: dict[str, Any], objective: str):
                         label=f"Approach 2: minimum at grid edge{excluded}")  # fmt: skip
             cs += [b["budget"] for b in usable]
         if not cs:
-            notes = [not_fitted_label(m, law_status(fit, m) or "no law") for m in APPROACH_NAMES]
+            notes = [not_fitted_label(m, law_status(fit, m) or "no law") for m in methods]
             ax.text(0.5, 0.5, "no usable fit\n" + "\n".join(notes), transform=ax.transAxes, ha="center",
                     va="center", fontsize=7)  # fmt: skip
             continue
         c = np.geomspace(min(cs) / 2, max(cs) * 2, 50)
-        banded = [draw_law(ax, fit, method, key, c, styles[method][1]) for method in APPROACH_NAMES]
+        banded = [draw_law(ax, fit, method, key, c, styles[method][1]) for method in methods]
+        published = fit.get("published") or {}
+        if f"{key}_exponent" in published:
+            text = f"published exponent {published[f'{key}_exponent']} ({published.get('source', '')})"
+            ax.text(0.02, 0.97, text, transform=ax.transAxes, fontsize=6, va="top")
         style_axes(ax, xlabel="training compute C (FLOPs, 6ND)", ylabel=unit, logy=True, fontsize=7,
                    legend_title=CI_LEGEND_TITLE if any(banded) else None, title_fontsize=7,
                    loc="upper left", bbox_to_anchor=(0.0, -0.2), frameon=False)  # fmt: skip
-    fig.suptitle(f"Compute-optimal allocation, {TITLES[objective]} — Approaches 1, 2, 3")
+    names = ", ".join(METHOD_NAMES[m] for m in methods)
+    fig.suptitle(f"Compute-optimal allocation{_from(source)}, {TITLES[objective]} — {names}", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def loss_compute_figure(curves: pl.DataFrame, fit: dict[str, Any], objective: str):
+def loss_compute_figure(curves: pl.DataFrame, fit: dict[str, Any], objective: str, *, source: str = ""):
+    """Every logged (compute, loss) point as learning curves (``curves``: ``run``, ``flops``, ``val_loss``),
+    the Approach 1 envelope and its L(C) law with the 95% band."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for run in curves["run"].unique(maintain_order=True).to_list():
         sub = curves.filter(pl.col("run") == run).sort("flops")
@@ -217,7 +245,7 @@ def loss_compute_figure(curves: pl.DataFrame, fit: dict[str, Any], objective: st
         ax,
         xlabel="training compute C (FLOPs, 6ND)",
         ylabel="validation loss (nats/token)",
-        title=f"Loss vs compute, {TITLES[objective]} — Approach 1 (envelope)",
+        title=f"Loss vs compute{_from(source)}, {TITLES[objective]} — Approach 1 (envelope)",
         logy=True,
         fontsize=8,
         legend_title=CI_LEGEND_TITLE if banded else None,
