@@ -39,16 +39,20 @@ def launch_prefix(launcher):
 def train_job(wildcards):
     """The job's TrainJob as JSON: run settings (the rerun trigger) plus input and output locations."""
     point = point_of(wildcards)
+    alone = point.source is not None  # a repetition run on one source (plmscale.variants)
+    names = [point.source] if alone else SOURCES
     job = TrainJob(
         run_id=point.run_id,
         run=point_settings(config, point),
-        train_dirs=tuple(token_dirs("train")),
+        train_dirs=tuple(token_dirs("train", names)),
         valid_dirs=tuple(token_dirs("valid")),
         out_dir=run_dir(point),
         checkpoint_dir=f"results/checkpoints/{point.run_id}",
         sources=tuple(
-            TrainSource(name, tuple(token_dirs("train", [name])), config["sources"][name].get("proportion"))
-            for name in SOURCES
+            TrainSource(
+                name, tuple(token_dirs("train", [name])), None if alone else config["sources"][name].get("proportion")
+            )
+            for name in names
         ),
     )
     return _json.dumps(job.to_dict(), sort_keys=True)

@@ -49,6 +49,8 @@ def test_replicates_transfers_and_repetitions_become_named_points():
     assert transfers[0].init_from == "clm/3e8/a" and transfers[0].total_flops == 1.3e9
     reps = study.repetition_points()
     assert [p.run_id for p in reps] == ["clm/1e9/b-x4", "clm/1e9/b-x16"]
+    alone = load_study(config_with(repetition=[{**REPETITION, "source": "curated"}])).repetition_points()
+    assert [p.run_id for p in alone] == ["clm/1e9/b-curated-x4", "clm/1e9/b-curated-x16"]
     assert reps[0].unique_tokens == int(reps[0].num_tokens / 4)
     assert study.point("clm", "1e9", "b-x16") == reps[1]
     # the run settings: seed offset, the source weights and the 5% warm-up, the cap
@@ -66,6 +68,7 @@ def test_replicates_transfers_and_repetitions_become_named_points():
         ({"transfer": [{**TRANSFER, "from": "mlm"}]}, r"objective and from are both 'mlm'"),
         ({"transfer": [{**TRANSFER, "shapes": ["zz"]}]}, r"grid.transfer\[0\]: shape 'zz' is not defined"),
         ({"repetition": [{**REPETITION, "shape": "zz"}]}, r"grid.repetition\[0\]: shape 'zz' is not defined"),
+        ({"repetition": [{**REPETITION, "source": "ur50"}]}, r"grid.repetition\[0\].source: 'ur50' is not a"),
     ],
 )
 def test_variants_that_cannot_run_are_refused(grid, message):

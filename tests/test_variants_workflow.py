@@ -30,7 +30,10 @@ def variants_study(tmp_path_factory):
                 "shapes": ["a", "b", "c"],
             }
         ],
-        repetition=[{"objective": "clm", "flops": 1.0e9, "shape": "b", "epochs": [4, 16]}],
+        repetition=[
+            {"objective": "clm", "flops": 1.0e9, "shape": "b", "epochs": [4]},
+            {"objective": "clm", "flops": 1.0e9, "shape": "b", "epochs": [16], "source": "curated"},
+        ],
     )
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -84,8 +87,8 @@ def test_transfer_runs_start_from_the_source_weights(variants_study):
 def test_repetition_runs_train_on_capped_data(variants_study):
     workdir, _, config = variants_study
     reference = _done(workdir, "clm/1e9/b")
-    for epochs in (4, 16):
-        done = _done(workdir, f"clm/1e9/b-x{epochs}")
+    for epochs, name in ((4, "b-x4"), (16, "b-curated-x16")):
+        done = _done(workdir, f"clm/1e9/{name}")
         assert done["num_tokens"] == reference["num_tokens"]  # same budget, same shape
         cap = done["settings"]["unique_tokens"]
         assert cap == int(done["flops_budget"] / (6 * done["n_params_non_embedding"]) / epochs)
@@ -94,7 +97,11 @@ def test_repetition_runs_train_on_capped_data(variants_study):
         assert done["epochs"] == pytest.approx(done["num_tokens"] / done["unique_tokens"])
         assert done["epochs"] > epochs * 0.9
     result = json.loads((workdir / "results/fits/clm_repetition.json").read_text())
-    assert sorted(r["run"] for r in result["runs"]) == ["clm/1e9/b", "clm/1e9/b-x16", "clm/1e9/b-x4"]
+    assert sorted(r["run"] for r in result["runs"]) == ["clm/1e9/b", "clm/1e9/b-curated-x16", "clm/1e9/b-x4"]
+    # the one-source run trains on that source alone (the paper's Figure 1), the others on the mix
+    sources = {r["run"]: r["sources"] for r in result["runs"]}
+    assert sources["clm/1e9/b-curated-x16"] == ["curated"]
+    assert sources["clm/1e9/b-x4"] == sources["clm/1e9/b"] == ["curated", "metagenomic"]
     assert "law" in result or "skipped_reason" in result
     assert (workdir / "results/figures/clm_repetition.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -56,6 +56,7 @@ class ScalingPoint:
     init_flops: float = 0.0  # training compute of that run, counted in total_flops
     warmup_fraction: float | None = None  # the transfer phase's own warm-up (None: train.warmup_fraction)
     epochs: float | None = None  # repetition: passes over the capped data (unique tokens = D / epochs)
+    source: str | None = None  # repetition: train on this source alone (None: the configured mix)
 
     @property
     def kind(self) -> str:
@@ -70,7 +71,8 @@ class ScalingPoint:
             source_objective, source_budget, _ = self.init_from.split("/")
             return f"{self.shape_name}-from-{source_objective}{source_budget}"
         if self.epochs is not None:
-            return f"{self.shape_name}-x{self.epochs:g}"
+            alone = "" if self.source is None else f"-{self.source}"
+            return f"{self.shape_name}{alone}-x{self.epochs:g}"
         return self.shape_name if self.replicate == 0 else f"{self.shape_name}-s{self.replicate}"
 
     @property
@@ -210,7 +212,7 @@ def load_study(config: Mapping[str, Any]) -> Study:
     study = dataclasses.replace(
         study,
         transfers=parse_transfers(grid.get("transfer") or [], study),
-        repetitions=parse_repetitions(grid.get("repetition") or [], study),
+        repetitions=parse_repetitions(grid.get("repetition") or [], study, sources=sorted(config["sources"])),
     )
     for point in study.points():
         if point.num_steps < study.min_steps:

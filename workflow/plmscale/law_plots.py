@@ -26,7 +26,12 @@ def repetition_figure(result: dict[str, Any], curves: dict[str, str], objective:
         tokens, loss = learning_curve(curves[run["run"]])
         color = cmap(i / max(1, len(runs) - 1) * 0.85)
         style = "-" if run["capped"] else "--"
-        what = f"U = D/{run['epochs']:.3g}" if run["capped"] else f"reference ({run['epochs']:.2f} epochs)"
+        data = "+".join(run.get("sources") or []) or "all sources"
+        what = (
+            f"{data}, U = D/{run['epochs']:.3g}"
+            if run["capped"]
+            else f"reference: {data}, {run['epochs']:.2f} epochs"
+        )
         left.plot(tokens, loss, style, color=color, lw=1.2, label=f"{run['run'].split('/')[-1]}: {what}")
     style_axes(
         left, xlabel="training tokens D", ylabel="validation loss (nats/token)", logy=False, fontsize=7,

@@ -115,6 +115,7 @@ def study_repetition(runs: Sequence[Mapping[str, str]], fit_json: str | Path) ->
                 "unique_tokens": float(done["num_tokens"]) / max(float(done["epochs"]), 1.0),
                 "epochs": float(done["epochs"]),
                 "capped": done.get("unique_tokens") is not None,
+                "sources": [use["name"] for use in done.get("sources", [])],
                 "val_loss": float(ev["val_loss"]),
             }
         )

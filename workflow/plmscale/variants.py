@@ -64,13 +64,17 @@ class RepetitionSpec:
     flops: float
     shape: str
     epochs: tuple[float, ...]
+    source: str | None = None  # one source alone, repeated (the paper's Figure 1: UR50 alone vs UniMeta)
 
     def support(self, study: Study) -> list[ScalingPoint]:
         """The uncapped reference run."""
         return [study.make_point(self.objective, self.flops, self.shape)]
 
     def points(self, study: Study) -> list[ScalingPoint]:
-        return [study.make_point(self.objective, self.flops, self.shape, epochs=e) for e in self.epochs]
+        return [
+            study.make_point(self.objective, self.flops, self.shape, epochs=e, source=self.source)
+            for e in self.epochs
+        ]
 
 
 def _check_shape(study: Study, where: str, shape: str) -> None:
@@ -103,7 +107,9 @@ def parse_transfers(entries: Sequence[Mapping[str, Any]], study: Study) -> tuple
     return tuple(specs)
 
 
-def parse_repetitions(entries: Sequence[Mapping[str, Any]], study: Study) -> tuple[RepetitionSpec, ...]:
+def parse_repetitions(
+    entries: Sequence[Mapping[str, Any]], study: Study, *, sources: Sequence[str]
+) -> tuple[RepetitionSpec, ...]:
     specs = []
     for i, entry in enumerate(entries):
         where = f"grid.repetition[{i}]"
@@ -112,7 +118,12 @@ def parse_repetitions(entries: Sequence[Mapping[str, Any]], study: Study) -> tup
             flops=float(entry["flops"]),
             shape=entry["shape"],
             epochs=tuple(float(e) for e in entry["epochs"]),
+            source=entry.get("source"),
         )
+        if spec.source is not None and spec.source not in sources:
+            raise ValueError(
+                f"{where}.source: {spec.source!r} is not a configured source; allowed: {list(sources)}"
+            )
         _check_shape(study, where, spec.shape)
         bad = [e for e in spec.epochs if e <= 1]
         if bad:
