@@ -31,6 +31,7 @@ from plmscale import fits
 from plmscale.atomic import write_json_atomic
 from plmscale.collect import curve_table, run_table
 from plmscale.extrapolation import extrapolation_check
+from plmscale.laws import bootstrap_of, exponent_interval, law_status
 from plmscale.paper import law_band
 from plmscale.powerlaw import compute_optimal_laws
 
@@ -45,42 +46,6 @@ def _attempt(method: str, fn, *args, **kwargs) -> dict[str, Any]:
         return fn(*args, **kwargs).to_dict()
     except ValueError as err:  # the data cannot support this method: say so in the result
         return {"method": method, "skipped_reason": str(err)}
-
-
-def law_status(fit: Mapping[str, Any], method: str) -> str | None:
-    """Why ``method``'s ``N_opt(C)``/``D_opt(C)`` laws in ``fit`` must not be drawn or quoted as fitted:
-    the method was skipped, has no laws (``law_reason``), or -- Approach 3 -- its best L-BFGS-B run did not
-    converge; ``None`` when the laws are usable."""
-    res = fit.get(method) or {}
-    if res.get("skipped_reason"):
-        return str(res["skipped_reason"])
-    if not (res.get("n_opt") and res.get("d_opt")):
-        return str(res.get("law_reason") or "no N_opt(C), D_opt(C) laws in the fit result")
-    if method == "approach3" and res.get("best_converged") is False:
-        return f"did not converge ({res.get('best_message') or 'L-BFGS-B reported no convergence'})"
-    return None
-
-
-def bootstrap_of(fit: Mapping[str, Any], method: str) -> Mapping[str, Any] | None:
-    """``fit["<method>_bootstrap"]``, or ``None`` when absent or skipped."""
-    boot = fit.get(f"{method}_bootstrap")
-    if isinstance(boot, Mapping) and not boot.get("skipped_reason"):
-        return boot
-    return None
-
-
-def exponent_interval(boot: Mapping[str, Any] | None, law: str) -> tuple[float, float] | None:
-    """95% bootstrap interval ``(p2.5, p97.5)`` of the exponent of ``law`` (``"n_opt"``, ``"d_opt"`` or,
-    for Approaches 1 and 2, ``"loss"``): ``n_opt_exponent`` etc. of a
-    :class:`~plmscale.fits.LawBootstrapResult`, the implied ``a``/``b`` of an Approach 3 bootstrap."""
-    if not boot:
-        return None
-    pct = boot.get("percentiles") or {}
-    entry = pct.get(f"{law}_exponent") or pct.get({"n_opt": "a", "d_opt": "b"}.get(law, ""))
-    if not entry:
-        return None
-    lo, hi = entry.get("lo"), entry.get("hi")
-    return None if lo is None or hi is None else (float(lo), float(hi))
 
 
 def law_samples(boot: Mapping[str, Any], law: str) -> list[tuple[float, float]]:

@@ -45,6 +45,8 @@ import numpy as np
 
 from plmscale.fits import interval
 from plmscale.flops import ModelShape, flops_per_token_with_attention, n_params_non_embedding
+from plmscale.laws import method_laws as read_laws
+from plmscale.laws import power_law
 from plmscale.powerlaw import compute_optimal_laws, parametric_loss
 
 __all__ = [
@@ -154,40 +156,20 @@ def nearest_shape(
 # --------------------------------------------------------------------------------------------------------
 
 
-def _law(fit: Mapping[str, Any], key: str) -> tuple[float, float] | None:
-    law = fit.get(key)
-    if not isinstance(law, Mapping):
-        return None
-    k, p = law.get("coefficient"), law.get("exponent")
-    if k is None or p is None or not (math.isfinite(k) and math.isfinite(p) and k > 0):
-        return None
-    return float(k), float(p)
-
-
-def _missing_reason(fit: Mapping[str, Any] | None) -> str:
-    if fit is None:
-        return "the method is absent from the fit result"
-    return str(fit.get("skipped_reason") or fit.get("law_reason") or "no n_opt/d_opt power law recorded")
-
-
 def method_laws(
     fit_result: Mapping[str, Any], method: str
 ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """``((k_N, a), (k_D, b))`` of ``method``'s ``N_opt = k_N C^a`` and ``D_opt = k_D C^b``; ``ValueError``
-    naming a method that has them when it has none (skipped, or absent from the fit)."""
-    fit = fit_result.get(method)
-    fit = fit if isinstance(fit, Mapping) else None
-    n_law = None if fit is None else _law(fit, "n_opt")
-    d_law = None if fit is None else _law(fit, "d_opt")
-    if n_law is None or d_law is None:
-        usable = [m for m in METHODS if m != method and _has_laws(fit_result.get(m))]
+    """``((k_N, a), (k_D, b))`` of ``method``'s ``N_opt = k_N C^a`` and ``D_opt = k_D C^b``, read through
+    :func:`plmscale.laws.method_laws`; ``ValueError`` naming a usable method when this one's laws are
+    missing or untrusted (skipped, no law, an Approach 3 fit that did not converge)."""
+    laws = read_laws(fit_result, method)
+    if not laws.usable:
+        usable = [m for m in METHODS if m != method and read_laws(fit_result, m).usable]
         fix = f"use --method {usable[0]}" if usable else "no method in this fit has a law; add runs and refit"
-        raise ValueError(f"{method} has no N_opt law in this fit: {_missing_reason(fit)}; {fix}")
-    return n_law, d_law
-
-
-def _has_laws(fit: Any) -> bool:
-    return isinstance(fit, Mapping) and _law(fit, "n_opt") is not None and _law(fit, "d_opt") is not None
+        what = "no N_opt law" if laws.n_opt is None or laws.d_opt is None else "no usable N_opt law"
+        raise ValueError(f"{method} has {what} in this fit: {laws.problem}; {fix}")
+    assert laws.n_opt is not None and laws.d_opt is not None
+    return (laws.n_opt.coefficient, laws.n_opt.exponent), (laws.d_opt.coefficient, laws.d_opt.exponent)
 
 
 def _positive_floats(values: Any) -> list[float]:
@@ -274,10 +256,10 @@ def choose_fit(
     paper = Path(paper_dir) / f"{objective}.json"
     if study.is_file():
         fit = _read_fit(study)
-        if _has_laws(fit.get(method)):
+        laws = read_laws(fit, method)
+        if laws.usable:
             return study, "your own study's fit"
-        entry = fit.get(method)
-        why = f"{study} has no {method} law: {_missing_reason(entry if isinstance(entry, Mapping) else None)}"
+        why = f"{study} has no {method} law: {laws.problem}"
         if paper.is_file():
             return paper, f"the paper's logs; {why}"
         return study, f"your own study's fit; {why} and there is no paper fit at {paper}"
@@ -642,14 +624,14 @@ def _notebook_loss(fit_result: Mapping[str, Any], method: str, flops: float) -> 
     fit = fit_result.get(method)
     if method != "notebook_envelope" or not isinstance(fit, Mapping):
         return None
-    loss_law = _law(fit, "loss")
+    loss_law = power_law(fit.get("loss"))
     unit = fit.get("loss_flops_unit", 8.64e19)
     if loss_law is None or not isinstance(unit, int | float) or not unit > 0:
         return None
-    value = _power_law(loss_law[0], loss_law[1], flops / unit)
+    value = loss_law(flops / unit)
     return (
-        f"the authors' notebook L(C) = {loss_law[0]:.4g} (C / {unit:.3g})^{loss_law[1]:.4g} gives "
-        f"{value:.4f} at this budget"
+        f"the authors' notebook L(C) = {loss_law.coefficient:.4g} (C / {unit:.3g})^{loss_law.exponent:.4g} "
+        f"gives {value:.4f} at this budget"
     )
 
 
