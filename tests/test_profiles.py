@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from plmscale.config import flops_label
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = {p.parent.name: p.parent for p in sorted((REPO / "config" / "profiles").glob("*/config.yaml"))}
@@ -90,9 +91,11 @@ def test_paper_grid_dry_run_requests_accelerators_and_time_limits(paper_plan):
     paper = yaml.safe_load(PAPER.read_text())
     train = [(w, r) for rule, w, r in jobs if rule == "train"]
     n_points = len(paper["grid"]["objectives"]) * sum(len(b["shapes"]) for b in paper["grid"]["budgets"])
-    assert len(train) == n_points
-    budgets = {w["budget"] for w, _ in train}
-    assert len(budgets) == len(paper["grid"]["budgets"])  # every scale is planned
+    # the IsoFLOP grid, the paper's 10 transfer runs and the 7 source runs off its budgets
+    n_transfer = sum(len(t["shapes"]) for t in paper["grid"]["transfer"])
+    assert len(train) == n_points + n_transfer + 7
+    budgets = {w["budget"] for w, _ in train if "-from-" not in w["shape"]}
+    assert budgets >= {flops_label(float(b["flops"])) for b in paper["grid"]["budgets"]}  # every scale
     for rule, wildcards, res in jobs:
         if rule in AGGREGATE_RULES:
             continue
