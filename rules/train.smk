@@ -97,8 +97,8 @@ TRAIN_SHELL = (
 
 rule train:
     input:
-        train=token_files("train"),
-        valid=token_files("valid"),
+        train="results/tokens/train/ready.json",
+        valid="results/tokens/valid/ready.json",
         init=init_weights,
     output:
         config="results/runs/{objective}/{budget}/{shape}/model/config.json",
@@ -125,7 +125,7 @@ rule evaluate:
         config="results/runs/{objective}/{budget}/{shape}/model/config.json",
         weights="results/runs/{objective}/{budget}/{shape}/model/model.safetensors",
         done="results/runs/{objective}/{budget}/{shape}/done.json",
-        valid=token_files("valid"),
+        valid="results/tokens/valid/ready.json",
     output:
         "results/eval/{objective}/{budget}/{shape}.json",
     params:
