@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -166,7 +167,7 @@ def test_downstream_learning_rate_reruns_only_those_classifiers_and_what_reads_t
     # the benchmark's inference uses the frozen classifier's head; its fine-tuning does not
     assert {rule for rule, _ in jobs} == {
         "finetune", "downstream_table", "plot_downstream", "hwbench_infer_cpu", "hwbench_table",
-        "plot_hwbench", "all",
+        "plot_hwbench", "report_landing", "all",
     }  # fmt: skip
 
 
@@ -262,6 +263,31 @@ def test_paper_config_dry_run_lists_the_full_grid(tmp_path):
     small, big = resources[("mlm", "1e18", "s10m")], resources[("mlm", "1e21", "s7.2b")]
     assert (small["devices"], small["gpu"]) == (1, 1) and (big["devices"], big["gpu"]) == (8, 8)
     assert big["mem_mb"] >= 256_000 and small["runtime"] >= 60 and big["runtime"] == 2880
+
+
+def test_a_300_run_grid_builds_its_dag(tmp_path):
+    """The paper trained over 300 models: a 2 objectives x 10 budgets x 15 shapes grid plans every run, and
+    the dry run's wall time is printed (a speed target lives in the README, not in this test)."""
+    sys.path.insert(0, str(REPO / "workflow"))
+    from plmscale.config import flops_label
+
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    shapes = {f"w{width}l{layers}": {"layers": layers, "width": width, "heads": 2}
+              for width in (16, 24, 32, 40, 48) for layers in (1, 2, 3)}  # fmt: skip
+    budgets = [float(f"{m}e{e}") for e in (9, 10, 11, 12, 13) for m in (1, 3)]
+    config["grid"].update(shapes=shapes, budgets=[{"flops": b, "shapes": sorted(shapes)} for b in budgets])
+    config["hwbench"] = {"enabled": False}
+    path = tmp_path / "grid300.yaml"
+    path.write_text(yaml.safe_dump(config))
+    t0 = time.monotonic()
+    proc = snakemake(tmp_path, "-n", config=path, timeout=600)
+    took = time.monotonic() - t0
+    jobs = planned_jobs(proc.stdout)
+    trained = {(w["objective"], w["budget"], w["shape"]) for rule, w in jobs if rule == "train"}
+    assert len(trained) == 2 * 10 * 15
+    assert {b for _, b, _ in trained} == {flops_label(b) for b in budgets}
+    assert sum(rule == "evaluate" for rule, _ in jobs) == 300
+    print(f"\n300-run grid: {len(jobs)} jobs planned, dry run {took:.1f} s")
 
 
 def _train_resources(output: str) -> dict[tuple[str, str, str], dict[str, int]]:

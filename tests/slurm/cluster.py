@@ -1,6 +1,6 @@
 """A one-node SLURM cluster on this machine, for the cluster execution tests (tests/test_slurm.py).
 
-    python tests/slurm/cluster.py start|stop|status
+    python tests/slurm/cluster.py start|stop|status|mark-stopped
 
 `start` installs Debian's Slurm 22.05 (munge, slurmctld, slurmd, slurm-client, slurmdbd, mariadb-server) with
 apt-get when missing, writes /etc/slurm/{slurm,gres,slurmdbd}.conf (this host as the only node, partitions
@@ -43,6 +43,7 @@ PIDFILES = {
     "slurmd": Path("/run/slurmd.pid"),
 }
 ORDER = list(PIDFILES)  # start order; stop runs it backwards
+STOPPED_MARK = "# stopped by tests/slurm/cluster.py: clients give up at once\nMessageTimeout=1\n"
 
 
 class ClusterError(RuntimeError):
@@ -368,6 +369,17 @@ def stop(timeout: float = 30.0) -> None:
                 os.kill(pid, signal.SIGKILL)
         pids.pop(name, None)
     save_state(state)
+    mark_stopped()
+
+
+def mark_stopped() -> None:
+    """Make SLURM clients fail at once while this cluster is down.  With the controller gone, every
+    ``scontrol``/``sinfo`` call retries for MessageTimeout - 1 seconds (9 s by default), and the Snakemake SLURM
+    plugin runs ``scontrol show config`` when it is imported, i.e. at every ``snakemake`` start, SLURM used
+    or not.  ``start`` writes the configuration anew."""
+    conf = ETC / "slurm.conf"
+    if conf.is_file() and STOPPED_MARK not in conf.read_text():
+        conf.write_text(conf.read_text() + STOPPED_MARK)
 
 
 def status() -> str:
@@ -385,6 +397,8 @@ def main(argv: list[str]) -> int:
             start()
         elif cmd == "stop":
             stop()
+        elif cmd == "mark-stopped":
+            mark_stopped()
         elif cmd == "status":
             print(status())
         else:

@@ -12,8 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from plmscale.backbones import ModelSpec, external_models
-from plmscale.finetune import METHODS, FinetuneSettings
+from plmscale.downstream_specs import METHODS, FinetuneSettings, ModelSpec, external_models
 from plmscale.locdata import TableDataset
 
 HW_DEVICES = ("cpu", "cuda", "hpu")

@@ -13,8 +13,7 @@ from typing import Any
 import polars as pl
 
 from plmscale.atomic import atomic_path
-from plmscale.backbones import ModelSpec
-from plmscale.finetune import FinetuneSettings
+from plmscale.downstream_specs import FinetuneSettings, ModelSpec
 from plmscale.typed import check_keys
 
 

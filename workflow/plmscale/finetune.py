@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,45 +33,10 @@ import torch
 from plmscale.backbones import Backbone, mean_readout, pad_batch
 from plmscale.devices import autocast, step_marker, synchronize
 from plmscale.distributed import DistInfo
+from plmscale.downstream_specs import METHODS, FinetuneSettings  # noqa: F401  (re-exported)
 from plmscale.metrics import score
-from plmscale.typed import check_keys
 
-METHODS = ("frozen", "full")
 SINGLE_PROCESS = DistInfo(0, 1, 0)
-
-
-@dataclass(frozen=True)
-class FinetuneSettings:
-    """How a classifier is trained (config ``downstream``; defaults are the blog's recipe)."""
-
-    method: str = "frozen"
-    lr: float = 5e-5
-    batch_size: int = 32  # per process
-    max_epochs: int = 100
-    patience: int = 10  # epochs without a better validation accuracy before stopping
-    max_length: int = 1024  # tokens incl. <cls>/<eos>; longer proteins are truncated
-    weight_decay: float = 0.0
-    seed: int = 0
-    n_bootstrap: int = 1000
-    cache_features: bool = True  # frozen only: embed once (exact, see the module docstring)
-    pad_to_max_length: bool = (
-        False  # pad every batch to max_length (the blog's script) instead of its longest
-    )
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"downstream method {self.method!r} is not one of {METHODS}")
-        for key in ("batch_size", "max_epochs", "patience", "n_bootstrap"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"downstream.{key} = {getattr(self, key)} must be >= 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FinetuneSettings:
-        check_keys(cls, data, "finetune settings", partial=True)
-        return cls(**dict(data))
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,32 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import re
+import textwrap
 from pathlib import Path
 
 PACKAGE = "plmscale"
 PACKAGE_DIR = Path(__file__).resolve().parent
 SCRIPTS_DIR = PACKAGE_DIR.parents[1] / "scripts"
+_IMPORT_LINE = re.compile(
+    rf"^[ \t]*(?:from[ \t]+{PACKAGE}\b[\w.]*[ \t]+import[ \t]+(?:\([^)]*\)|[^\n]*)"
+    rf"|import[ \t]+[^\n]*\b{PACKAGE}\b[^\n]*)",
+    re.MULTILINE,
+)
 
 
 def direct_imports(source: str, package_dir: Path = PACKAGE_DIR) -> set[str]:
     """Names of the package modules a source file imports (``from plmscale.x import``, ``import plmscale.x``,
     ``from plmscale import x`` where ``x`` is a module), read with ``ast`` without importing anything."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    # only the import statements are parsed (a DAG build reads ~70 modules): each one that names the
+    # package, with its parenthesised continuation, dedented (imports inside functions count too)
+    # (a statement the pattern cuts short, e.g. by a ")" in a comment, falls back to parsing the whole file)
+    try:
+        tree = ast.parse("\n".join(textwrap.dedent(m.group(0)) for m in _IMPORT_LINE.finditer(source)))
+    except SyntaxError:
+        tree = ast.parse(source)
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             head, _, rest = node.module.partition(".")
             if head != PACKAGE:
@@ -70,8 +84,16 @@ def code_digest(*modules: str, package_dir: Path = PACKAGE_DIR) -> str:
     module they import, transitively (see :func:`module_closure`)."""
     digest = hashlib.sha256()
     for name in module_closure(modules, package_dir):
-        digest.update(name.encode() + b"\0" + (package_dir / f"{name}.py").read_bytes() + b"\0")
+        path = package_dir / f"{name}.py"
+        stat = path.stat()
+        digest.update(name.encode() + b"\0" + _file_bytes(str(path), stat.st_mtime_ns, stat.st_size) + b"\0")
     return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1024)
+def _file_bytes(path: str, mtime_ns: int, size: int) -> bytes:
+    del mtime_ns, size  # cache key only
+    return Path(path).read_bytes()
 
 
 def script_code(script: str, scripts_dir: Path = SCRIPTS_DIR, package_dir: Path = PACKAGE_DIR) -> str:

@@ -173,3 +173,18 @@ def tokenize_shard(
     }
     write_json_atomic(out_dir / MANIFEST_FILE, manifest)
     return manifest
+
+
+def write_ready(manifests: list[str], output: str | os.PathLike[str]) -> str:
+    """The ``tokens_ready`` file of a split: each shard directory with its sequence and token counts and
+    file digests (from its ``manifest.json``).  Training and evaluation depend on this one file instead of
+    three per shard (the paper grid's 512 shards made the DAG build check ~280k paths); a re-tokenized shard
+    changes it, so they rerun.  Returns a one-line summary for the log."""
+    import json
+
+    ready = {}
+    for manifest in sorted(manifests):
+        entry = json.loads(Path(manifest).read_text())
+        ready[str(Path(manifest).parent)] = {k: entry[k] for k in ("num_sequences", "num_tokens", "files")}
+    write_json_atomic(output, {"shards": ready})
+    return f"{len(ready)} shards, {sum(e['num_tokens'] for e in ready.values()):,} tokens"
