@@ -5,11 +5,8 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# The embedded default, unless --configfile names a study (Snakemake would otherwise merge the two).
-if not workflow.config_settings.configfiles:
-
-    configfile: "config/config.yaml"
-
+# No `configfile:` here: rules/common.smk merges the user's --configfile/--config layer over the embedded
+# config/config.yaml by plmscale.config_merge (named collections such as `sources` replace, not merge).
 
 
 include: "rules/common.smk"
@@ -24,15 +21,16 @@ include: "rules/downstream.smk"
 include: "rules/hwbench.smk"
 include: "rules/plots.smk"
 include: "rules/paper.smk"
+include: "rules/report.smk"
 
 
 report: "rules/report/workflow.rst"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True
 
 
 rule data:

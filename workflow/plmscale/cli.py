@@ -1,7 +1,7 @@
-"""Command line.
+"""The plmscale command line (docs/cli.md): summary, runs, plan and grid.
 
-- ``plmscale summary [results/summary.json]``: the headline numbers of a finished study.
-- ``plmscale plan --flops 1e21 --objective mlm``: what to train for a budget, from a fit result.
+User mistakes (a missing or malformed file, a bad config) print one line, ``plmscale <command>: <what>``,
+on stderr and exit with code 2; no traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +10,28 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+DESCRIPTION = "A compute-optimal scaling study of protein language models: inspect, plan and summarise."
+EXAMPLES = """examples:
+  plmscale grid --configfile my.yaml --device h100   what each run will train on, and how long
+  plmscale summary                                   fitted exponents and best runs of a finished study
+  plmscale runs                                      the finished runs: loss, tokens/s, MFU, status
+  plmscale plan --flops 1e21 --objective mlm         N_opt, D_opt and cost of a budget from the fits
+
+The workflow itself runs with snakemake (see README.md); `plmscale <command> --help` describes each command.
+"""
+
+
+def package_version() -> str:
+    """The installed distribution's version, else the package's ``__version__`` (a source checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("plmscale")
+    except PackageNotFoundError:
+        from plmscale import __version__
+
+        return __version__
 
 
 def format_summary(summary: dict) -> str:
@@ -73,12 +95,25 @@ def format_summary(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from plmscale import grid_cli
     from plmscale.planner import METHODS
 
-    parser = argparse.ArgumentParser(prog="plmscale", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="plmscale",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"plmscale {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    grid_cli.add_parser(sub)
     p_summary = sub.add_parser("summary", help="print fitted exponents and best runs of a finished study")
-    p_summary.add_argument("path", nargs="?", default="results/summary.json", type=Path)
+    p_summary.add_argument(
+        "path", nargs="?", default="results/summary.json", type=Path, help="default: results/summary.json"
+    )
+    p_runs = sub.add_parser("runs", help="table of runs: N, D, steps, loss, tokens/s, MFU and status")
+    p_runs.add_argument("results", nargs="?", default="results", type=Path, help="results folder")
+    p_runs.add_argument("--csv", action="store_true", help="print CSV instead of a Markdown table")
     p_plan = sub.add_parser("plan", help="N_opt, D_opt, predicted loss, nearest shape and cost for a budget")
     p_plan.add_argument("--flops", type=float, required=True, help="training compute budget C in FLOPs")
     p_plan.add_argument("--objective", choices=("clm", "mlm"), required=True)
@@ -121,11 +156,44 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "plan":
         return _plan(args)
+    if args.command == "runs":
+        return _runs(args)
+    if args.command == "grid":
+        return grid_cli.run(args)
     if args.command == "summary":
-        if not args.path.is_file():
-            print(f"no summary at {args.path}: run the workflow first (make run)", file=sys.stderr)
-            return 2
-        print(format_summary(json.loads(args.path.read_text())))
+        return _summary(args.path)
+    return 0
+
+
+def _summary(path: Path) -> int:
+    """Print a summary JSON; exit code 2 (one line on stderr) when it is missing or not a summary."""
+    if not path.is_file():
+        print(f"plmscale summary: no summary at {path}: run the workflow first (make run)", file=sys.stderr)
+        return 2
+    try:
+        text = format_summary(json.loads(path.read_text()))
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+        why = f"{type(err).__name__}: {err}".splitlines()[0]
+        print(f"plmscale summary: {path} is not a summary JSON ({why})", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    """The runs table of a results folder (``plmscale.report_tables``); exit code 2 when there is none."""
+    from plmscale.report_tables import RUN_COLUMNS, read_runs, to_csv, to_markdown
+
+    if not (args.results / "runs").is_dir():
+        where = args.results / "runs"
+        print(f"plmscale runs: no runs in {where}: run the workflow first (make run)", file=sys.stderr)
+        return 2
+    try:
+        rows = read_runs(args.results)
+    except ValueError as err:
+        print(f"plmscale runs: {err}", file=sys.stderr)
+        return 2
+    print((to_csv if args.csv else to_markdown)(rows, RUN_COLUMNS), end="")
     return 0
 
 

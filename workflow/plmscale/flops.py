@@ -38,6 +38,15 @@ class ModelShape:
                 "choose heads that divide the width (head dimension = width / heads)"
             )
 
+    def __str__(self) -> str:
+        """Readable in logs: ``3 layers x 64 wide, 4 heads (N=123,456)``, N the non-embedding parameters
+        (:func:`n_params_non_embedding`) with the ESM-2 vocabulary of plmscale's tokenizer."""
+        from plmscale.tokens import VOCAB_SIZE
+
+        layers = f"{self.layers} layer{'s' if self.layers != 1 else ''}"
+        n = n_params_non_embedding(self, VOCAB_SIZE)
+        return f"{layers} x {self.width} wide, {self.heads} head{'s' if self.heads != 1 else ''} (N={n:,})"
+
     @property
     def ffn_width(self) -> int:
         return FFN_MULTIPLIER * self.width
