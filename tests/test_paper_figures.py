@@ -62,8 +62,11 @@ def test_every_figure_and_the_coefficient_table(paper_study):
         for fig in ("isoflop", "optimal_allocation", "loss_vs_compute", "extrapolation"):
             assert (figures / f"{objective}_{fig}.png").stat().st_size > 10_000
             assert (figures / f"{objective}_{fig}.svg").is_file()
+            facts = json.loads((figures / f"{objective}_{fig}.json").read_text())
+            assert facts["figure"] == fig and facts["objective"] == objective
     for fig in ("ur50_vs_unimeta", "mask_ratio", "transfer", "transfer_law"):
         assert (figures / f"{fig}.png").stat().st_size > 10_000
+        assert json.loads((figures / f"{fig}.json").read_text())["figure"] == fig
     table = pl.read_csv(paper_study / "results/paper/coefficients.csv")
     for objective in ("clm", "mlm"):
         methods = set(table.filter(pl.col("objective") == objective)["method"].to_list())
@@ -73,6 +76,8 @@ def test_every_figure_and_the_coefficient_table(paper_study):
     extrapolation = pl.read_csv(paper_study / "results/paper/extrapolation.csv")
     assert set(extrapolation["method"].to_list()) == {"approach2", "approach3"}
     assert (extrapolation["held_out_budget"] > 1e20).all()
+    assert extrapolation["observed_loss"].dtype == pl.Float64  # numbers; what they are: loss_reference
+    assert set(extrapolation["loss_reference"]) == {"observed_parabola_loss", "observed_min_loss"}
     md = (paper_study / "results/paper/coefficients.md").read_text()
     assert "0.578" in md and "0.776" in md and "secondary sources" in md
 

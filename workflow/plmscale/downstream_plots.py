@@ -6,12 +6,19 @@ own runs coloured by objective and external checkpoints (e.g. ESM-2) as labelled
 
 Pure helpers (``read_results``, ``unplaced_lines``) compute every number the figure encodes;
 ``downstream_compute_fig`` turns the frame into the figure; ``downstream_compute_figure`` does the I/O.
-The figure is written as PNG and SVG.  The hardware-benchmark figures and tables are in
-:mod:`plmscale.hwbench_plots`.
+The figure is written as PNG and SVG, with its :class:`plmscale.figure_style.FigureFacts` as JSON.
+
+Error bars: the results' bootstrap 95% interval (``test_accuracy_lo``/``_hi``); a row without one gets the
+Wilson 95% interval of a proportion from its ``n_test`` proteins (:func:`wilson_interval`). Several own
+models at one budget are spread sideways (:func:`dodge_factors`, by model size, smallest left) so their
+error bars do not overlap; the x position stays within a few percent of the budget.
+
+The hardware-benchmark figures and tables are in :mod:`plmscale.hwbench_plots`.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -21,7 +28,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
+from plmscale.figure_style import FigureFacts, attach_facts
 from plmscale.plots import TITLES, save_figure, style_axes
+
+WILSON_Z = 1.959964  # two-sided 95%
+DODGE_DECADES = 0.025  # sideways spacing of models sharing a budget, in decades of FLOPs
 
 OBJECTIVE_COLORS = {"mlm": "tab:blue", "clm": "tab:orange"}
 OWN_FALLBACK_COLOR = "tab:gray"
@@ -102,6 +113,44 @@ def unplaced_lines(panel: pl.DataFrame) -> list[str]:
     ]
 
 
+def wilson_interval(accuracy: float, n: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """Wilson score interval of a proportion p from n trials: (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) /
+    (1 + z²/n). n = 281, p = 0.70 gives [0.644, 0.751]."""
+    if n <= 0:
+        raise ValueError(f"n_test must be a positive number of test proteins, got {n}")
+    centre = accuracy + z * z / (2 * n)
+    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def with_intervals(results: pl.DataFrame) -> pl.DataFrame:
+    """Fill a missing ``test_accuracy_lo``/``_hi`` with the Wilson interval from ``n_test`` (left null
+    without ``n_test``); ``interval_kind`` says which: "bootstrap", "wilson" or null."""
+    rows = []
+    for r in results.iter_rows(named=True):
+        kind = (
+            "bootstrap" if r["test_accuracy_lo"] is not None and r["test_accuracy_hi"] is not None else None
+        )
+        if kind is None and r["test_accuracy"] is not None and (r.get("n_test") or 0) > 0:
+            r["test_accuracy_lo"], r["test_accuracy_hi"] = wilson_interval(r["test_accuracy"], r["n_test"])
+            kind = "wilson"
+        rows.append({**r, "interval_kind": kind})
+    return pl.DataFrame(rows, schema={**results.schema, "interval_kind": pl.String})
+
+
+def dodge_factors(frame: pl.DataFrame) -> np.ndarray:
+    """Multiplicative x offsets: models sharing a pre-training budget are spaced DODGE_DECADES apart in
+    log10 FLOPs, centred on the budget, ordered by n_params (then model); a lone model stays put."""
+    factors = np.ones(frame.height)
+    groups: dict[float, list[tuple]] = {}
+    for i, r in enumerate(frame.iter_rows(named=True)):
+        groups.setdefault(r["pretrain_flops"], []).append((r["n_params"] or 0, r["model"], i))
+    for members in groups.values():
+        for rank, (_, _, i) in enumerate(sorted(members)):
+            factors[i] = 10 ** (DODGE_DECADES * (rank - (len(members) - 1) / 2))
+    return factors
+
+
 def _yerr(sub: pl.DataFrame) -> np.ndarray:
     acc = sub["test_accuracy"].to_numpy()
     lo = sub["test_accuracy_lo"].fill_null(sub["test_accuracy"]).to_numpy()
@@ -115,7 +164,7 @@ def _compute_panel(ax, panel: pl.DataFrame) -> None:
     for objective in _ordered(own["objective"].fill_null("").to_list(), ("mlm", "clm")):
         sub = own.filter(pl.col("objective").fill_null("") == objective).sort("pretrain_flops")
         ax.errorbar(
-            sub["pretrain_flops"].to_numpy(),
+            sub["pretrain_flops"].to_numpy() * dodge_factors(sub),
             sub["test_accuracy"].to_numpy(),
             yerr=_yerr(sub),
             fmt="o",
@@ -166,6 +215,7 @@ def _compute_panel(ax, panel: pl.DataFrame) -> None:
     style_axes(
         ax, xlabel="pre-training compute (FLOPs)", title=f"{dataset} · {method}", fontsize=6, loc="best"
     )
+    ax.tick_params(axis="x", which="both", labelsize=7)
 
 
 def downstream_compute_fig(results: pl.DataFrame):
@@ -173,6 +223,7 @@ def downstream_compute_fig(results: pl.DataFrame):
     FLOPs (log) with bootstrap 95% error bars."""
     if results.height == 0:
         raise ValueError("no downstream results to plot")
+    results = with_intervals(results)
     datasets = sorted(set(results["dataset"].to_list()))
     methods = _ordered(results["method"].to_list(), METHOD_ORDER)
     fig, axes = plt.subplots(
@@ -185,9 +236,16 @@ def downstream_compute_fig(results: pl.DataFrame):
                 axes[i][j].set_visible(False)
                 continue
             _compute_panel(axes[i][j], panel)
+    kinds = sorted(set(results["interval_kind"].drop_nulls().to_list()))
+    names = {"bootstrap": "bootstrap 95% interval", "wilson": "Wilson 95% interval from n test proteins"}
+    bars = " / ".join(names[k] for k in kinds) or "none (no interval in the results)"
     fig.supylabel("test accuracy")
-    fig.suptitle("Downstream accuracy vs pre-training compute (error bars: bootstrap 95% interval)")
+    fig.suptitle(f"Downstream accuracy vs pre-training compute (error bars: {bars})")
     fig.tight_layout()
+    facts = FigureFacts("downstream_compute", intervals=[f"error bars: {names[k]}" for k in kinds])
+    facts.budgets = sorted(set(results["pretrain_flops"].drop_nulls().to_list()))
+    facts.notes.append("own models sharing a budget are spread sideways by model size (smallest left)")
+    attach_facts(fig, facts)
     return fig
 
 

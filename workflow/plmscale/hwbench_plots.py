@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import polars as pl
 
 from plmscale.downstream_plots import _ordered, _read_table
+from plmscale.figure_style import FigureFacts, attach_facts, plain_log_ticks
 from plmscale.plots import save_figure, style_axes
 
 DEVICE_COLORS = {"cpu": "tab:gray", "cuda": "tab:green", "hpu": "tab:blue"}
@@ -224,8 +225,12 @@ def inference_time_fig(inference: pl.DataFrame):
         fontsize=9,
     )
     ax.grid(True, axis="y", alpha=0.3)
+    plain_log_ticks(ax, "y")
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
+    attach_facts(
+        fig, FigureFacts("hwbench_inference_time", notes=["bars: one measurement each, no interval"])
+    )
     return fig
 
 
@@ -272,6 +277,7 @@ def speedup_fig(speeds: pl.DataFrame, labels: dict[str, str], reference: str):
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
+    attach_facts(fig, FigureFacts("hwbench_speedup", notes=[f"reference device: {reference}"]))
     return fig
 
 
@@ -318,6 +324,7 @@ def scaling_fig(scaled: pl.DataFrame, labels: dict[str, str]):
     ax.minorticks_off()
     ax.set_xlim(min(counts) / 1.3, max(counts) * 1.3)
     fig.tight_layout()
+    attach_facts(fig, FigureFacts("hwbench_scaling", notes=["dashed: ideal linear scaling from 1 device"]))
     return fig
 
 

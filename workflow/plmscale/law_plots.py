@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
+from plmscale.figure_style import FigureFacts, attach_facts, law_record, sequential_colors
 from plmscale.plots import TITLES, style_axes
 from plmscale.study_laws import learning_curve
 
@@ -21,10 +22,11 @@ def repetition_figure(result: dict[str, Any], curves: dict[str, str], objective:
     uncapped reference (left), and final loss against epochs with the data-constrained law (right)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
     runs = sorted(result["runs"], key=lambda r: r["epochs"])
-    cmap = plt.get_cmap("plasma")
-    for i, run in enumerate(runs):
+    colors = sequential_colors([r["epochs"] for r in runs], "plasma", top=0.85)  # colour: epochs
+    facts = FigureFacts("repetition", objective)
+    for run in runs:
         tokens, loss = learning_curve(curves[run["run"]])
-        color = cmap(i / max(1, len(runs) - 1) * 0.85)
+        color = colors[run["epochs"]]
         style = "-" if run["capped"] else "--"
         data = "+".join(run.get("sources") or []) or "all sources"
         what = (
@@ -47,11 +49,16 @@ def repetition_figure(result: dict[str, Any], curves: dict[str, str], objective:
         span = f" [{ci['lo']:.3g}, {ci['hi']:.3g}]" if ci else ""
         right.plot(epochs, [r["predicted_val_loss"] for r in runs], "x", ms=9, color="tab:red",
                    label=f"data-constrained law, R_D* = {law['r_star_d']:.3g}{span}")  # fmt: skip
+        facts.laws.append({**law_record("data_constrained", "r_star_d"), "drawn": True,
+                           "exponent_ci": [ci["lo"], ci["hi"]] if ci else None})  # fmt: skip
+        if ci:
+            facts.intervals.append("R_D*: 95% bootstrap interval in brackets (legend)")
         if law.get("at_bound"):
             note = "R_D* at a search bound: not identified by these runs"
             right.text(0.02, 0.04, note, transform=right.transAxes, fontsize=7, color="tab:red")
     else:
         right.plot([], [], " ", label=f"law not fitted: {result.get('skipped_reason', '')[:70]}")
+        facts.laws.append(law_record("data_constrained", "r_star_d", reason=result.get("skipped_reason")))
     if result.get("caveat"):
         right.text(0.02, 0.96, result["caveat"][:110], transform=right.transAxes, fontsize=6, va="top")
     style_axes(
@@ -60,6 +67,9 @@ def repetition_figure(result: dict[str, Any], curves: dict[str, str], objective:
     )  # fmt: skip
     right.title.set_fontsize(9)
     fig.tight_layout()
+    if result.get("caveat"):
+        facts.notes.append(result["caveat"])
+    attach_facts(fig, facts)
     return fig
 
 

@@ -331,8 +331,19 @@ def method_steps_table(fit_paths: list[str], md_out: str) -> list[dict[str, Any]
     return rows
 
 
+EXTRAPOLATION_SCHEMA = {
+    **{k: pl.String for k in ("objective", "method")},
+    **{k: pl.Float64 for k in ("cutoff_flops", "held_out_budget", "predicted_n_opt", "observed_n_opt")},
+    **{k: pl.Float64 for k in ("n_opt_error_pct", "predicted_loss", "observed_loss", "loss_error_pct")},
+    **{k: pl.String for k in ("loss_reference", "note")},
+}
+
+
 def extrapolation_table(fit_paths: list[str], csv_out: str) -> pl.DataFrame:
-    """Fit on budgets <= cut-off, predict each larger budget: predicted vs observed N_opt and loss."""
+    """Fit on budgets <= cut-off, predict each larger budget: predicted vs observed N_opt and loss. Every
+    numeric column is numeric (empty when missing); ``loss_reference`` names what ``observed_loss`` is
+    (``observed_parabola_loss`` or ``observed_min_loss``, see :class:`plmscale.extrapolation.HeldOutBudget`)
+    and ``note`` holds why an observed N_opt is missing."""
     rows = []
     for path in fit_paths:
         fit = json.loads(Path(path).read_text())
@@ -349,14 +360,15 @@ def extrapolation_table(fit_paths: list[str], csv_out: str) -> pl.DataFrame:
                         "observed_n_opt": held.get("observed_n_opt"),
                         "n_opt_error_pct": None if ratio is None else 100.0 * (ratio - 1.0),
                         "predicted_loss": held.get("predicted_loss"),
-                        "observed_loss": held.get("loss_reference"),
+                        "observed_loss": held.get(held.get("loss_reference") or ""),
                         "loss_error_pct": None
                         if held.get("loss_relative_error") is None
                         else 100.0 * held["loss_relative_error"],
+                        "loss_reference": held.get("loss_reference"),
                         "note": held.get("observed_skipped_reason"),
                     }
                 )
-    table = pl.DataFrame(rows, infer_schema_length=None)
+    table = pl.DataFrame(rows, schema=EXTRAPOLATION_SCHEMA)
     tmp = Path(csv_out).with_name(".extrapolation.tmp")
     table.write_csv(tmp)
     tmp.replace(csv_out)
