@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: run test setup setup-test report lint dry-run-paper clean
+.PHONY: run test setup setup-test report report-paper lint dry-run-paper clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +34,22 @@ run: setup
 test: setup-test
 	$(BIN)/python -m pytest
 
+# Checks only (docs/catalog.md): ruff lint + format on the Python files, snakefmt on the Snakefile and
+# rules/*.smk ([tool.snakefmt] in pyproject.toml).  `$(BIN)/ruff format <files>` and `$(BIN)/snakefmt <files>`
+# rewrite; `snakemake --lint` is checked by tests/test_catalog.py.
 lint: setup-test
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules
 
 dry-run-paper: setup
 	$(BIN)/snakemake -n --configfile config/paper.yaml --quiet rules
+
+# The paper reproduction (the authors' released logs, downloaded) and its own report (docs/report.md).
+report-paper: setup
+	$(BIN)/snakemake --cores $(CORES) paper_report && \
+	$(BIN)/snakemake --cores 1 --report results/paper/report.html paper_report && \
+	echo "report: results/paper/report.html"
 
 clean:
 	rm -rf results logs .snakemake

@@ -6,11 +6,16 @@ rule pool:
         expand("results/validate/{source}.fasta", source=SOURCES),
     output:
         "results/cluster/all.fasta",
+    log:
+        "logs/cluster/pool.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=60,
     params:
         sources=SOURCES,
         code=script_code("pool"),
-    log:
-        "logs/cluster/pool.log",
     script:
         "../scripts/pool.py"
 
@@ -22,6 +27,14 @@ rule cluster:
     output:
         membership="results/cluster/membership.parquet",
         report="results/cluster/cluster.json",
+    log:
+        "logs/cluster/cluster.log",
+    conda:
+        "../envs/mmseqs2.yaml"
+    threads: config["cluster"]["threads"]
+    resources:
+        mem_mb=lambda w, attempt: config["cluster"]["mem_mb"] * attempt,
+        runtime=720,
     params:
         mmseqs=config["cluster"]["mmseqs"],
         method=config["cluster"]["method"],
@@ -29,11 +42,6 @@ rule cluster:
         coverage=config["cluster"]["coverage"],
         cov_mode=config["cluster"]["cov_mode"],
         code=script_code("cluster"),
-    threads: config["cluster"]["threads"]
-    resources:
-        mem_mb=lambda w, attempt: config["cluster"]["mem_mb"] * attempt,
-    log:
-        "logs/cluster/cluster.log",
     # cluster.split_memory_limit and cluster.scratch are read by the script from the config (how the job
     # runs, not what it computes: changing them reruns nothing)
     script:
@@ -50,13 +58,18 @@ rule split:
         indexes=expand("results/split/{split}/{source}.fasta.index.json", split=ACTIVE_SPLITS, source=SOURCES),
         assignments="results/split/assignments.parquet",
         summary="results/split/summary.json",
+    log:
+        "logs/split/split.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=16000,
+        runtime=120,
     params:
         seed=config["split"]["seed"],
         train=config["split"]["fractions"].get("train", 0.0),
         valid=config["split"]["fractions"].get("valid", 0.0),
         test=config["split"]["fractions"].get("test", 0.0),
         code=script_code("split"),
-    log:
-        "logs/split/split.log",
     script:
         "../scripts/split.py"

@@ -13,7 +13,7 @@
 import json as _json
 import re
 
-from plmscale.backbones import ModelSpec
+from plmscale.downstream_specs import ModelSpec
 from plmscale.downstream_config import own_model_name, parse_downstream
 
 DS = parse_downstream(config["downstream"], STUDY.objectives)
@@ -43,44 +43,6 @@ if DOWNSTREAM_DEVICES > 1 and not DOWNSTREAM_LAUNCHER:
     )
 
 
-def downstream_enabled():
-    return DS.enabled and bool(DS.datasets) and bool(MODELS) and "test" in ACTIVE_SPLITS
-
-
-def finetune_outputs():
-    return [
-        f"results/downstream/{d}/{m}/{name}.json" for d in DS.datasets for m in DS.methods for name in MODELS
-    ]
-
-
-def model_files(name):
-    """The files a model's jobs wait for: a run's weights and done.json; none for an external checkpoint
-    (its directory is checked by the job, with an error naming downstream.models.<name>)."""
-    spec = MODELS[name]
-    if spec.kind != "own":
-        return []
-    return [f"{Path(spec.path).parent}/done.json", f"{spec.path}/model.safetensors"]
-
-
-def model_inputs(wildcards):
-    return model_files(wildcards.model)
-
-
-def finetune_job(wildcards):
-    """The job's run settings as JSON (the rerun trigger): model, data set, method settings, outputs."""
-    return _json.dumps(
-        {
-            "model": MODELS[wildcards.model].to_dict(), "dataset": wildcards.dataset,
-            "data": f"results/downstream/data/{wildcards.dataset}.parquet",
-            "n_classes": DS.n_classes(wildcards.dataset), "settings": DS.settings[wildcards.method].to_dict(),
-            "limits": DS.limits,
-            "output": f"results/downstream/{wildcards.dataset}/{wildcards.method}/{wildcards.model}.json",
-            "head": f"results/downstream/{wildcards.dataset}/{wildcards.method}/{wildcards.model}.head.pt",
-        },
-        sort_keys=True,
-    )  # fmt: skip
-
-
 wildcard_constraints:
     dataset="|".join(re.escape(d) for d in DS.datasets) or "NO_DATASET",
     method="frozen|full",
@@ -91,12 +53,17 @@ rule downstream_download:
     # every split file of a table data set; the lock file is updated in place (not an output)
     output:
         "resources/downstream/{dataset}/download.json",
+    log:
+        "logs/downstream/download/{dataset}.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=60,
     params:
         spec=lambda w: _json.dumps(DS.datasets[w.dataset].to_dict(), sort_keys=True),
         lock=lambda w: f"{DS.lock_dir}/{w.dataset}.lock.tsv",
         code=script_code("downstream_download"),
-    log:
-        "logs/downstream/download/{dataset}.log",
     script:
         "../scripts/downstream_download.py"
 
@@ -107,13 +74,18 @@ rule downstream_convert:
     output:
         data="results/downstream/data/{dataset}.parquet",
         report="results/downstream/data/{dataset}.report.json",
+    log:
+        "logs/downstream/convert/{dataset}.log",
+    wildcard_constraints:
+        dataset="|".join(DS.table_datasets()) or "NO_DATASET",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         spec=lambda w: _json.dumps(DS.datasets[w.dataset].to_dict(), sort_keys=True),
         code=script_code("downstream_convert"),
-    wildcard_constraints:
-        dataset="|".join(DS.table_datasets()) or "NO_DATASET",
-    log:
-        "logs/downstream/convert/{dataset}.log",
     script:
         "../scripts/downstream_convert.py"
 
@@ -125,15 +97,20 @@ rule proxy_dataset:
     output:
         data="results/downstream/data/{dataset}.parquet",
         report="results/downstream/data/{dataset}.report.json",
+    log:
+        "logs/downstream/proxy/{dataset}.log",
+    wildcard_constraints:
+        dataset="|".join(DS.proxy_datasets()) or "NO_DATASET",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         window=lambda w: DS.datasets[w.dataset].window,
         threshold=lambda w: DS.datasets[w.dataset].threshold,
         max_proteins=lambda w: DS.datasets[w.dataset].max_proteins,
         code=script_code("proxy_dataset"),
-    wildcard_constraints:
-        dataset="|".join(DS.proxy_datasets()) or "NO_DATASET",
-    log:
-        "logs/downstream/proxy/{dataset}.log",
     script:
         "../scripts/proxy_dataset.py"
 
@@ -145,6 +122,14 @@ rule downstream_leakage:
         pretrain=split_fastas("train"),
     output:
         "results/downstream/data/{dataset}.leakage.json",
+    log:
+        "logs/downstream/leakage/{dataset}.log",
+    conda:
+        "../envs/mmseqs2.yaml"
+    threads: config["cluster"]["threads"]
+    resources:
+        mem_mb=config["cluster"]["mem_mb"],
+        runtime=720,
     params:
         # the clustering itself; threads, memory and scratch are execution settings read by the script
         cluster=_json.dumps(
@@ -152,11 +137,6 @@ rule downstream_leakage:
             sort_keys=True,
         ),
         code=script_code("downstream_leakage"),
-    threads: config["cluster"]["threads"]
-    resources:
-        mem_mb=config["cluster"]["mem_mb"],
-    log:
-        "logs/downstream/leakage/{dataset}.log",
     script:
         "../scripts/downstream_leakage.py"
 
@@ -168,17 +148,24 @@ rule finetune:
     output:
         result="results/downstream/{dataset}/{method}/{model}.json",
         head="results/downstream/{dataset}/{method}/{model}.head.pt",
-    params:
-        job=finetune_job,
-        code=code_digest("downstream_cli"),
+    log:
+        "logs/downstream/{dataset}/{method}/{model}.log",
+    conda:
+        "../envs/python.yaml"
     threads: config["train"]["threads"]
     resources:
         devices=DOWNSTREAM_DEVICES,
-    log:
-        "logs/downstream/{dataset}/{method}/{model}.log",
+        gpu=0 if config["train"]["device"] == "cpu" else DOWNSTREAM_DEVICES,
+        mem_mb=32000,
+        runtime=720,
+    params:
+        job=finetune_job,
+        code=code_digest("downstream_cli"),
+    # snakemake --lint: DOWNSTREAM_LAUNCHER, TRAIN_PYTHON and DOWNSTREAM_EXECUTION are globals on purpose:
+    # execution settings (launcher, interpreter, device, precision); as params, changing them would rerun
+    # every classifier.  The package is on PYTHONPATH for every job (rules/common.smk).
     shell:
         "export PLMSCALE_DEVICES={resources.devices}; "
-        "PYTHONPATH={TRAIN_PACKAGE_DIR:q}${{PYTHONPATH:+:$PYTHONPATH}} "
         "{DOWNSTREAM_LAUNCHER} {TRAIN_PYTHON:q} -m plmscale.downstream_cli finetune --job {params.job:q} "
         "--execution {DOWNSTREAM_EXECUTION:q} --threads {threads} > {log:q} 2>&1"
 
@@ -194,10 +181,15 @@ rule downstream_table:
     output:
         results="results/downstream/results.csv",
         datasets="results/downstream/datasets.csv",
-    params:
-        code=script_code("downstream_table"),
     log:
         "logs/downstream/table.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        code=script_code("downstream_table"),
     script:
         "../scripts/downstream_table.py"
 
@@ -213,11 +205,17 @@ rule plot_downstream:
             labels={"figure": "accuracy vs pre-training compute"},
         ),
         svg="results/figures/downstream_compute.svg",
+        facts="results/figures/downstream_compute.json",
+    log:
+        "logs/plots/downstream.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         dpi=config["plots"]["dpi"],
         code=script_code("plot_downstream"),
-    log:
-        "logs/plots/downstream.log",
     script:
         "../scripts/plot_downstream.py"
 

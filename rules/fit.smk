@@ -10,6 +10,13 @@ rule fit:
         runs="results/fits/{objective}_runs.parquet",
         curves="results/fits/{objective}_curves.parquet",
         fits="results/fits/{objective}.json",
+    log:
+        "logs/fit/{objective}.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=60,
     params:
         approach1_bins=config["fit"]["approach1_bins"],
         approach2_exclude_edge=config["fit"]["approach2_exclude_edge"],
@@ -18,8 +25,6 @@ rule fit:
         n_bootstrap=config["fit"]["n_bootstrap"],
         seed=config["fit"]["seed"],
         code=script_code("fit"),
-    log:
-        "logs/fit/{objective}.log",
     script:
         "../scripts/fit.py"
 
@@ -30,9 +35,14 @@ rule summary:
         runs=expand("results/fits/{objective}_runs.parquet", objective=STUDY.objectives),
     output:
         "results/summary.json",
-    params:
-        code=script_code("summary"),
     log:
         "logs/fit/summary.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        code=script_code("summary"),
     script:
         "../scripts/summary.py"

@@ -9,52 +9,6 @@ HW = parse_hwbench(config.get("hwbench"), DS, [n for n, m in MODELS.items() if m
 HW_LAUNCHER = launch_prefix(HW.launcher)
 
 
-def hwbench_outputs():
-    if not HW.enabled:
-        return []
-    return [
-        "results/hwbench/inference.csv",
-        "results/hwbench/finetune.csv",
-        "results/figures/hwbench_inference_time.png",
-    ]
-
-
-def hwbench_model():
-    return MODELS[HW.model] if HW.enabled else None
-
-
-def hwbench_job(device, kind):
-    """The benchmark's settings as JSON (the rerun trigger: a change re-measures)."""
-
-    def job(wildcards):
-        common = {
-            "model": hwbench_model().to_dict(), "dataset": HW.dataset,
-            "data": f"results/downstream/data/{HW.dataset}.parquet", "n_classes": DS.n_classes(HW.dataset),
-            "device": device, "precision": HW.precision,
-        }  # fmt: skip
-        if kind == "infer":
-            return _json.dumps(
-                {
-                    **common, "head": f"results/downstream/{HW.dataset}/frozen/{HW.model}.head.pt",
-                    "max_length": HW.max_length, "warmup": HW.warmup, "paddings": list(HW.paddings),
-                    "compile": HW.compile, "hpu_graphs": HW.hpu_graphs,
-                    "limits": {"test": HW.max_sequences}, "output": f"results/hwbench/infer/{device}.json",
-                },
-                sort_keys=True,
-            )  # fmt: skip
-        return _json.dumps(
-            {
-                **common, "n_devices": int(wildcards.n), "epochs": HW.epochs,
-                "settings": hwbench_settings(HW, config["train"]["seed"]).to_dict(),
-                "limits": {"train": HW.max_samples},
-                "output": f"results/hwbench/finetune/{device}/{wildcards.n}.json",
-            },
-            sort_keys=True,
-        )  # fmt: skip
-
-    return job
-
-
 # rules exist for every device (a profile names them all); only hwbench.devices are requested
 for _device in HW_DEVICES:
 
@@ -62,20 +16,25 @@ for _device in HW_DEVICES:
         name:
             f"hwbench_infer_{_device}"
         input:
-            data=f"results/downstream/data/{HW.dataset}.parquet",
-            head=f"results/downstream/{HW.dataset}/frozen/{HW.model}.head.pt",
+            **hwbench_inputs("infer"),
         output:
             f"results/hwbench/infer/{_device}.json",
-        params:
-            job=hwbench_job(_device, "infer"),
-            code=code_digest("downstream_cli"),
+        log:
+            f"logs/hwbench/infer/{_device}.log",
+        # hpu: the Gaudi stack (habana_frameworks) is not on conda channels: the site's Habana environment
+        conda:
+            "../envs/python.yaml"
         threads: config["train"]["threads"]
         resources:
             gpu=0 if _device == "cpu" else 1,
-        log:
-            f"logs/hwbench/infer/{_device}.log",
+            mem_mb=16000 if _device == "cpu" else 32000,
+            runtime=240 if _device == "cpu" else 120,
+        params:
+            job=hwbench_job(_device, "infer"),
+            code=code_digest("downstream_cli"),
+        # snakemake --lint: TRAIN_PYTHON (the interpreter) is an execution setting, a global on purpose: as a
+        # param, a new venv path would re-measure.  The package is on PYTHONPATH for every job (common.smk).
         shell:
-            "PYTHONPATH={TRAIN_PACKAGE_DIR:q}${{PYTHONPATH:+:$PYTHONPATH}} "
             "{TRAIN_PYTHON:q} -m plmscale.downstream_cli hwbench-infer --job {params.job:q} "
             "--threads {threads} > {log:q} 2>&1"
 
@@ -83,25 +42,29 @@ for _device in HW_DEVICES:
         name:
             f"hwbench_finetune_{_device}"
         input:
-            data=f"results/downstream/data/{HW.dataset}.parquet",
-            model=model_files(HW.model) if HW.enabled else [],
+            **hwbench_inputs("finetune"),
         output:
             f"results/hwbench/finetune/{_device}/{{n}}.json",
-        params:
-            job=hwbench_job(_device, "finetune"),
-            code=code_digest("downstream_cli"),
+        log:
+            f"logs/hwbench/finetune/{_device}/{{n}}.log",
         wildcard_constraints:
             n=r"[0-9]+",
+        conda:
+            "../envs/python.yaml"
         # the CPU: one core per process; accelerators: one device per process (--gpus=n)
         threads: (lambda w: int(w.n)) if _device == "cpu" else config["train"]["threads"]
         resources:
             devices=lambda w: int(w.n),
             gpu=(lambda w: 0) if _device == "cpu" else (lambda w: int(w.n)),
-        log:
-            f"logs/hwbench/finetune/{_device}/{{n}}.log",
+            mem_mb=32000 if _device == "cpu" else 64000,
+            runtime=480 if _device == "cpu" else 240,
+        params:
+            job=hwbench_job(_device, "finetune"),
+            code=code_digest("downstream_cli"),
+        # snakemake --lint: HW_LAUNCHER and TRAIN_PYTHON are execution settings, globals on purpose (as params,
+        # changing them would re-measure).  The package is on PYTHONPATH for every job (rules/common.smk).
         shell:
             "export PLMSCALE_DEVICES={resources.devices}; "
-            "PYTHONPATH={TRAIN_PACKAGE_DIR:q}${{PYTHONPATH:+:$PYTHONPATH}} "
             "{HW_LAUNCHER} {TRAIN_PYTHON:q} -m plmscale.downstream_cli hwbench-finetune --job {params.job:q} "
             "--threads {threads} > {log:q} 2>&1"
 
@@ -114,11 +77,16 @@ rule hwbench_table:
         inference="results/hwbench/inference.csv",
         finetune="results/hwbench/finetune.csv",
         markdown="results/hwbench/tables.md",
+    log:
+        "logs/hwbench/table.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         reference=HW.reference_device,
         code=script_code("hwbench_table"),
-    log:
-        "logs/hwbench/table.log",
     script:
         "../scripts/hwbench_table.py"
 
@@ -140,14 +108,19 @@ rule plot_hwbench:
                 else f"results/figures/hwbench_{fig}.{ext}"
             )
             for fig in ("inference_time", "speedup", "scaling")
-            for ext in ("png", "svg")
+            for ext in ("png", "svg", "json")  # json: the figure's facts (plmscale.figure_style)
         },
+    log:
+        "logs/plots/hwbench.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         reference=HW.reference_device,
         dpi=config["plots"]["dpi"],
         code=script_code("plot_hwbench"),
-    log:
-        "logs/plots/hwbench.log",
     script:
         "../scripts/plot_hwbench.py"
 

@@ -1,29 +1,7 @@
 # Laws fitted to the study's own transfer runs and data-repetition runs (grid.transfer, grid.repetition).
 
 
-def scratch_of(point):
-    """The from-scratch IsoFLOP run a transfer or repetition run is compared with (same objective, budget,
-    shape; replicate 0)."""
-    return STUDY.make_point(point.objective, point.flops, point.shape_name)
-
-
 TRANSFER_POINTS = STUDY.transfer_points()
-
-
-def repetition_runs(objective):
-    """An objective's repetition runs and their uncapped references, each once."""
-    runs = [p for p in STUDY.repetition_points() if p.objective == objective]
-    references = {scratch_of(p).run_id: scratch_of(p) for p in runs}
-    return runs + list(references.values())
-
-
-def law_outputs():
-    out = []
-    if TRANSFER_POINTS:
-        out += ["results/fits/transfer_law.json", "results/figures/transfer_law.png"]
-    for objective in sorted({p.objective for p in STUDY.repetition_points()}):
-        out += [f"results/fits/{objective}_repetition.json", f"results/figures/{objective}_repetition.png"]
-    return out
 
 
 rule transfer_law:
@@ -42,12 +20,18 @@ rule transfer_law:
             labels={"objective": "both", "figure": "transfer law"},
         ),
         svg="results/figures/transfer_law.svg",
+        facts="results/figures/transfer_law.json",
+    log:
+        "logs/fit/transfer_law.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         n_points=config["fit"]["transfer_points"],
         dpi=config["plots"]["dpi"],
         code=script_code("transfer_law"),
-    log:
-        "logs/fit/transfer_law.log",
     script:
         "../scripts/transfer_law.py"
 
@@ -68,10 +52,16 @@ rule repetition_law:
             labels={"objective": "{objective}", "figure": "repetition"},
         ),
         svg="results/figures/{objective}_repetition.svg",
+        facts="results/figures/{objective}_repetition.json",
+    log:
+        "logs/fit/{objective}_repetition.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         dpi=config["plots"]["dpi"],
         code=script_code("repetition_law"),
-    log:
-        "logs/fit/{objective}_repetition.log",
     script:
         "../scripts/repetition_law.py"

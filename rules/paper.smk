@@ -9,13 +9,18 @@ PAPER_EXTRA_FIGURES = ("ur50_vs_unimeta", "mask_ratio", "transfer", "transfer_la
 rule paper_logs:
     output:
         "resources/paper_logs/manifest.json",
+    log:
+        "logs/paper/fetch.log",
+    retries: 2
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         manifest=str(Path(workflow.basedir) / "config" / "paper_logs.sha256.tsv"),
         base_url=config["paper"]["base_url"],
         code=script_code("paper_fetch"),
-    retries: 2
-    log:
-        "logs/paper/fetch.log",
     script:
         "../scripts/paper_fetch.py"
 
@@ -30,11 +35,16 @@ rule paper_tables:
         mask_ratio="results/paper/mask_ratio.parquet",
         transfer="results/paper/transfer.parquet",
         ur50="results/paper/ur50.parquet",
+    log:
+        "logs/paper/tables.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         last_k=config["paper"]["last_k"],
         code=script_code("paper_tables"),
-    log:
-        "logs/paper/tables.log",
     script:
         "../scripts/paper_tables.py"
 
@@ -46,6 +56,13 @@ rule paper_fit:
         manifest="resources/paper_logs/manifest.json",
     output:
         "results/paper/fits/{objective}.json",
+    log:
+        "logs/paper/fit_{objective}.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=120,
     params:
         n_bootstrap=config["paper"]["n_bootstrap"],
         seed=config["paper"]["seed"],
@@ -54,8 +71,6 @@ rule paper_fit:
         approach3_grid=config["paper"]["approach3_grid"],
         extrapolation_cutoff=config["paper"]["extrapolation_cutoff"],
         code=script_code("paper_fit"),
-    log:
-        "logs/paper/fit_{objective}.log",
     script:
         "../scripts/paper_fit.py"
 
@@ -76,10 +91,15 @@ rule paper_coefficients:
             caption="report/paper_method_steps.rst",
             category="Paper reproduction",
         ),
-    params:
-        code=script_code("paper_coefficients"),
     log:
         "logs/paper/coefficients.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        code=script_code("paper_coefficients"),
     script:
         "../scripts/paper_coefficients.py"
 
@@ -90,11 +110,16 @@ rule paper_transfer:
     output:
         json="results/paper/transfer_law.json",
         csv="results/paper/transfer_points.csv",
+    log:
+        "logs/paper/transfer.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         n_points=config["paper"]["transfer_points"],
         code=script_code("paper_transfer"),
-    log:
-        "logs/paper/transfer.log",
     script:
         "../scripts/paper_transfer.py"
 
@@ -123,7 +148,7 @@ rule paper_plots:
             )
             for objective in PAPER_OBJECTIVES
             for fig in PAPER_FIGURES
-            for ext in ("png", "svg")
+            for ext in ("png", "svg", "json")  # json: the figure's facts (plmscale.figure_style)
         },
         **{
             f"{fig}_{ext}": (
@@ -137,13 +162,18 @@ rule paper_plots:
                 else f"results/paper/figures/{fig}.{ext}"
             )
             for fig in PAPER_EXTRA_FIGURES
-            for ext in ("png", "svg")
+            for ext in ("png", "svg", "json")  # json: the figure's facts (plmscale.figure_style)
         },
+    log:
+        "logs/paper/plots.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         dpi=config["plots"]["dpi"],
         code=script_code("paper_plots"),
-    log:
-        "logs/paper/plots.log",
     script:
         "../scripts/paper_plots.py"
 

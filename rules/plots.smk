@@ -20,12 +20,17 @@ rule plot_objective:
                 else f"results/figures/{{objective}}_{fig}.{ext}"
             )
             for fig in FIGURES
-            for ext in ("png", "svg")
+            for ext in ("png", "svg", "json")  # json: the figure's facts (plmscale.figure_style)
         },
+    log:
+        "logs/plots/{objective}.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         dpi=config["plots"]["dpi"],
         code=script_code("plot_objective"),
-    log:
-        "logs/plots/{objective}.log",
     script:
         "../scripts/plot_objective.py"

@@ -10,31 +10,36 @@ rule tokenize_shard:
         ids="results/tokens/{split}/{source}/shard{shard}/ids.npy",
         offsets="results/tokens/{split}/{source}/shard{shard}/offsets.npy",
         manifest="results/tokens/{split}/{source}/shard{shard}/manifest.json",
+    log:
+        "logs/tokenize/{split}/{source}/shard{shard}.log",
+    conda:
+        "../envs/python.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=60,
     params:
         num_shards=config["tokenize"]["shards"],
         code=script_code("tokenize_shard"),
-    log:
-        "logs/tokenize/{split}/{source}/shard{shard}.log",
     script:
         "../scripts/tokenize_shard.py"
 
 
+localrules:
+    tokens_ready,
+
+
 rule tokens_ready:
-    # one file standing for all of a split's shards: every training and evaluation job depends on it alone,
-    # not on 3 files per shard (the paper grid's 64 shards x 2 sources made the DAG build check ~280k paths)
+    # one file standing for all of a split's shards (plmscale.tokenize.write_ready): every training and
+    # evaluation job depends on it alone; a local rule (it reads the manifests and writes one small file)
     input:
-        lambda w: token_files(w.split),
+        lambda w: token_manifests(w.split),
     output:
         "results/tokens/{split}/ready.json",
     log:
         "logs/tokenize/{split}/ready.log",
+    params:
+        code=code_digest("tokenize"),
     run:
-        import json as _json
+        from plmscale.tokenize import write_ready
 
-        shards = sorted({str(Path(f).parent) for f in input})
-        manifests = {d: _json.loads(Path(d, "manifest.json").read_text()) for d in shards}
-        ready = {d: {k: m[k] for k in ("num_sequences", "num_tokens", "files")} for d, m in manifests.items()}
-        tmp = Path(output[0]).with_name(".ready.json.tmp")
-        tmp.write_text(_json.dumps({"shards": ready}, indent=1, sort_keys=True))
-        tmp.replace(output[0])
-        Path(log[0]).write_text(f"{len(shards)} shards of split {wildcards.split}\n")
+        Path(log[0]).write_text(write_ready(list(input), output[0]) + "\n")

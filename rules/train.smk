@@ -19,59 +19,11 @@ import shlex
 
 from plmscale.settings import TrainJob, TrainSource, execution_config, job_resources, point_settings
 
-
-def launch_prefix(launcher):
-    """Launch prefix with `{devices}` standing for the job's process count, e.g.
-    `torchrun --standalone --nproc_per_node={devices}` or `srun`; torchrun gets --no-python because the
-    command it wraps is the python interpreter."""
-    launcher = str(launcher or "").strip()
-    words = launcher.split()
-    is_torchrun = bool(words) and (Path(words[0]).name == "torchrun" or "torch.distributed.run" in words)
-    if is_torchrun and "--no-python" not in words and "--no_python" not in words:
-        launcher += " --no-python"
-    if words and words[0] == "torchrun":  # the environment's own torchrun, also when it is not on PATH
-        launcher = f"{shlex.quote(sys.executable)} -m torch.distributed.run" + launcher[len("torchrun") :]
-    # {devices} becomes the shell variable the command exports from the job's `devices` resource; the
-    # launcher is referenced by name in the command, so changing it does not change the rule's code
-    return launcher.replace("{devices}", "${PLMSCALE_DEVICES}")
-
-
-def train_job(wildcards):
-    """The job's TrainJob as JSON: run settings (the rerun trigger) plus input and output locations."""
-    point = point_of(wildcards)
-    alone = point.source is not None  # a repetition run on one source (plmscale.variants)
-    names = [point.source] if alone else SOURCES
-    job = TrainJob(
-        run_id=point.run_id,
-        run=point_settings(config, point),
-        train_dirs=tuple(token_dirs("train", names)),
-        valid_dirs=tuple(token_dirs("valid")),
-        out_dir=run_dir(point),
-        checkpoint_dir=f"results/checkpoints/{point.run_id}",
-        sources=tuple(
-            TrainSource(
-                name, tuple(token_dirs("train", [name])), None if alone else config["sources"][name].get("proportion")
-            )
-            for name in names
-        ),
-    )
-    return _json.dumps(job.to_dict(), sort_keys=True)
-
-
-def train_resources(wildcards):
-    point = point_of(wildcards)
-    return job_resources(config, point_settings(config, point))
-
-
-def init_weights(wildcards):
-    """A transfer run waits for its source run's final weights (plmscale.variants)."""
-    point = point_of(wildcards)
-    return [] if point.init_from is None else [f"results/runs/{point.init_from}/model/model.safetensors"]
-
+# the rules' functions (train_job, train_resources, init_weights, launch_prefix) are in rules/common.smk
 
 # the execution keys of train (with the train.by_size tiers): the job picks its size's entry itself
 TRAIN_EXECUTION = _json.dumps(execution_config(config), sort_keys=True)
-TRAIN_PYTHON = sys.executable
+TRAIN_PYTHON = PYTHON  # rules/common.smk: the conda env's python under --sdm conda
 TRAIN_PACKAGE_DIR = str(Path(workflow.basedir) / "workflow")
 TRAIN_TIME_MARGIN_S = int(config["train"]["time_margin_s"])
 TRAIN_STOP_BEFORE_LIMIT = bool(config["train"]["stop_before_limit"])
@@ -105,17 +57,24 @@ rule train:
         weights="results/runs/{objective}/{budget}/{shape}/model/model.safetensors",
         metrics="results/runs/{objective}/{budget}/{shape}/metrics.parquet",
         done="results/runs/{objective}/{budget}/{shape}/done.json",
-    params:
-        job=train_job,
-        code=code_digest("train_cli"),
+    log:
+        "logs/train/{objective}/{budget}/{shape}.log",
+    conda:
+        "../envs/python.yaml"
     threads: config["train"]["threads"]
     resources:
         devices=lambda w: train_resources(w).devices,
         gpu=lambda w: train_resources(w).gpu,
         mem_mb=lambda w, attempt: train_resources(w).mem_mb * attempt,
-        runtime=lambda w, attempt: min(config["train"]["runtime_max"], train_resources(w).runtime_min * attempt),
-    log:
-        "logs/train/{objective}/{budget}/{shape}.log",
+        runtime=lambda w, attempt: min(
+            config["train"]["runtime_max"], train_resources(w).runtime_min * attempt
+        ),
+    params:
+        job=train_job,
+        code=code_digest("train_cli"),
+    # snakemake --lint: TRAIN_LAUNCHER, TRAIN_PYTHON, TRAIN_PACKAGE_DIR, TRAIN_EXECUTION, TRAIN_TIME_MARGIN_S
+    # are globals on purpose: execution settings (see the top of this file); as params, changing one would
+    # rerun every training run.
     shell:
         TRAIN_SHELL
 
@@ -128,6 +87,15 @@ rule evaluate:
         valid="results/tokens/valid/ready.json",
     output:
         "results/eval/{objective}/{budget}/{shape}.json",
+    log:
+        "logs/evaluate/{objective}/{budget}/{shape}.log",
+    conda:
+        "../envs/python.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        gpu=0 if config["train"]["device"] == "cpu" else 1,
+        mem_mb=16000,
+        runtime=60,
     params:
         valid_dirs=token_dirs("valid"),
         context=config["train"]["context"],
@@ -136,9 +104,6 @@ rule evaluate:
         batch_rows=config["evaluate"]["batch_rows"],
         seed=config["evaluate"]["seed"],
         code=script_code("evaluate"),
-    threads: config["train"]["threads"]
-    log:
-        "logs/evaluate/{objective}/{budget}/{shape}.log",
     # train.device / train.precision are execution settings: the script reads them from the config, not
     # params, so changing them reruns nothing.  A device the job did not get fails (no CPU fallback).
     script:

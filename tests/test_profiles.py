@@ -1,13 +1,14 @@
-"""Guards for the shipped SLURM profiles (config/profiles/*): no cluster needed.
+"""Guards for the shipped SLURM profiles (config/profiles/*) and the rules' own resources: no cluster needed.
 
-Snakemake silently ignores set-resources/set-threads entries whose rule does not exist, so a renamed rule
-would quietly lose its partition and GPU.  A dry run under each profile checks what every training job asks
-for.
+Each rule declares what its jobs ask for (threads, mem_mb, runtime in minutes, gpu) in rules/*.smk; a
+profile holds only site settings (partitions, account, qos, GRES style, host CPUs per accelerator, the
+trainer's device, executor options).  Snakemake silently ignores set-resources/set-threads entries whose rule
+does not exist, so a renamed rule would quietly lose its partition.  A dry run under each profile checks what
+every job of the paper grid asks for.
 """
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +17,26 @@ import pytest
 import yaml
 from plmscale.config import flops_label
 
+from tests.workflow_rules import declared_rules, planned_resources
+
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = {p.parent.name: p.parent for p in sorted((REPO / "config" / "profiles").glob("*/config.yaml"))}
 PAPER = REPO / "config" / "paper.yaml"
-AGGREGATE_RULES = {"all", "data", "runs", "downstream", "hwbench", "paper_figures"}  # no outputs: not jobs
+DEFAULT = REPO / "config" / "config.yaml"
+AGGREGATE_RULES = {"all", "data", "runs", "downstream", "hwbench", "paper_figures", "paper_report"}  # no jobs
 GPU_RULES = ("train", "evaluate", "finetune")
 HW_PARTITIONS = {"cuda": "gpu", "hpu": "gaudi"}  # hwbench_*_<device> in every profile
+ACCELERATOR_RULES = {*GPU_RULES, *(f"hwbench_{k}_{d}" for k in ("infer", "finetune") for d in HW_PARTITIONS)}
+# what a profile may say per rule: where the job goes and how the site wants it asked, never its size
+SITE_RESOURCES = {"slurm_partition", "slurm_account", "qos", "constraint", "slurm_extra", "cpus_per_gpu"}
+SITE_RESOURCES |= {"gres"}  # a site's GRES name instead of --gpus (set with gpu: 0; see the profiles)
+SIZE_RESOURCES = {"mem_mb", "mem_mib", "runtime", "gpu", "cpus_per_task", "devices", "disk_mb"}
+EXECUTOR_KEYS = {
+    "executor", "jobs", "retries", "rerun-incomplete", "keep-going", "latency-wait", "printshellcmds",
+    "show-failed-logs", "slurm-logdir", "slurm-keep-successful-logs",
+    "slurm-init-seconds-before-status-checks",
+}  # fmt: skip
+PROFILE_KEYS = {"default-resources", "set-resources", "set-threads", "config", *EXECUTOR_KEYS}
 
 
 def run_snakemake(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -39,8 +54,8 @@ def run_snakemake(*args: str, timeout: int = 300) -> subprocess.CompletedProcess
 
 
 @pytest.fixture(scope="module")
-def rules() -> set[str]:
-    return set(run_snakemake("--list-rules").stdout.split())
+def rules():
+    return declared_rules()
 
 
 def load(name: str) -> dict:
@@ -53,31 +68,36 @@ def test_profiles_are_shipped_and_slurm_resolves_from_the_repo_root():
     assert link.is_symlink() and link.resolve() == PROFILES["slurm"].resolve()
 
 
+def test_every_job_rule_declares_its_resources_in_the_rule(rules):
+    """mem_mb and runtime (minutes) on every rule that becomes a job; gpu on every accelerator rule."""
+    jobs = {name for name, rule in rules.items() if rule.is_job}
+    assert jobs >= {"train", "evaluate", "cluster", "validate", "fit", "paper_plots", "finetune"}
+    assert not (jobs & AGGREGATE_RULES)
+    missing = {
+        name: rules[name].resources for name in jobs if {"mem_mb", "runtime"} - set(rules[name].resources)
+    }
+    assert not missing, f"rules without mem_mb/runtime in rules/*.smk: {missing}"
+    for name in ACCELERATOR_RULES:
+        assert "gpu" in rules[name].resources, (name, rules[name].resources)
+
+
 @pytest.mark.parametrize("name", ["slurm", "gaudi"])
-def test_every_rule_named_in_a_profile_exists_and_every_job_rule_is_named(name, rules):
+def test_profiles_hold_only_site_settings_for_rules_that_exist(name, rules):
     profile = load(name)
+    assert set(profile) <= PROFILE_KEYS, f"{name}: keys that are not site or executor settings"
     assert profile["executor"] == "slurm" and profile["retries"] >= 1 and profile["rerun-incomplete"]
+    assert set(profile["default-resources"]) <= SITE_RESOURCES, profile["default-resources"]
     for key in ("set-resources", "set-threads"):
-        unknown = set(profile[key]) - rules
+        unknown = set(profile[key]) - set(rules)
         assert not unknown, f"{name}: {key} names rules that do not exist (silently ignored): {unknown}"
-        missing = rules - AGGREGATE_RULES - set(profile[key])
-        assert not missing, f"{name}: {key} has no entry for {missing}"
-    assert rules >= AGGREGATE_RULES
-
-
-def planned_resources(output: str) -> list[tuple[str, dict[str, str], dict[str, str]]]:
-    """(rule, wildcards, resources) of every job of a dry run."""
-    jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
-        m = re.match(r"(?:local)?rule (\w+):", block.strip())
-        if not m:
-            continue
-        w = re.search(r"^\s+wildcards: (.*)$", block, flags=re.M)
-        r = re.search(r"^\s+resources: (.*)$", block, flags=re.M)
-        wildcards = dict(kv.split("=", 1) for kv in w.group(1).split(", ")) if w else {}
-        resources = dict(kv.split("=", 1) for kv in r.group(1).split(", ")) if r else {}
-        jobs.append((m.group(1), wildcards, resources))
-    return jobs
+    for rule, res in profile["set-resources"].items():
+        assert set(res) <= SITE_RESOURCES and not set(res) & SIZE_RESOURCES, (name, rule, res)
+    # every accelerator rule is placed on its partition; nothing else leaves the CPU partition
+    assert set(profile["set-resources"]) == ACCELERATOR_RULES
+    # threads in a profile: only the host CPUs per accelerator, the same number the job reserves
+    assert set(profile["set-threads"]) == ACCELERATOR_RULES
+    for rule, threads in profile["set-threads"].items():
+        assert threads == profile["set-resources"][rule]["cpus_per_gpu"], (name, rule)
 
 
 @pytest.fixture(scope="module", params=["slurm", "gaudi"])
@@ -86,7 +106,7 @@ def paper_plan(request):
     return request.param, planned_resources(out.stdout)
 
 
-def test_paper_grid_dry_run_requests_accelerators_and_time_limits(paper_plan):
+def test_paper_grid_dry_run_requests_accelerators_and_time_limits(paper_plan, rules):
     name, jobs = paper_plan
     paper = yaml.safe_load(PAPER.read_text())
     train = [(w, r) for rule, w, r in jobs if rule == "train"]
@@ -97,7 +117,7 @@ def test_paper_grid_dry_run_requests_accelerators_and_time_limits(paper_plan):
     budgets = {w["budget"] for w, _ in train if "-from-" not in w["shape"]}
     assert budgets >= {flops_label(float(b["flops"])) for b in paper["grid"]["budgets"]}  # every scale
     for rule, wildcards, res in jobs:
-        if rule in AGGREGATE_RULES:
+        if rule in AGGREGATE_RULES or rules[rule].local:  # localrules run inside Snakemake, not as jobs
             continue
         assert int(float(res["runtime"])) >= 1, (rule, wildcards, res)
         assert int(res["mem_mb"]) >= 1000, (rule, wildcards, res)
@@ -116,6 +136,24 @@ def test_paper_grid_dry_run_requests_accelerators_and_time_limits(paper_plan):
         else:
             assert res["slurm_partition"] == "cpu", (rule, res)
             assert "gres" not in res and res.get("gpu", "0") == "0", (rule, res)
+
+
+def test_paper_grid_jobs_ask_what_their_rules_and_the_study_config_say(paper_plan):
+    """The sizes come from the rules (and the study config where a rule reads it), not from the profile:
+    config/paper.yaml's cluster.mem_mb reaches the clustering jobs; fixed rule values reach the others."""
+    _, jobs = paper_plan
+    paper = yaml.safe_load(PAPER.read_text())
+    by_rule = {rule: res for rule, _, res in jobs}
+    for rule in ("cluster", "downstream_leakage"):
+        assert int(by_rule[rule]["mem_mb"]) == paper["cluster"]["mem_mb"] == 256000, (rule, by_rule[rule])
+        assert by_rule[rule]["runtime"] == "720", by_rule[rule]
+    # values written in rules/*.smk (minutes for runtime)
+    expected = {
+        "validate": ("8000", "120"), "split": ("16000", "120"), "evaluate": ("16000", "60"),
+        "finetune": ("32000", "720"), "hwbench_finetune_hpu": ("64000", "240"), "summary": ("2000", "10"),
+    }  # fmt: skip
+    for rule, (mem, runtime) in expected.items():
+        assert (by_rule[rule]["mem_mb"], by_rule[rule]["runtime"]) == (mem, runtime), (rule, by_rule[rule])
 
 
 def test_paper_grid_gives_large_shapes_the_devices_and_memory_they_need(paper_plan):

@@ -1,7 +1,7 @@
 """The workflow on a real one-node SLURM cluster (tests/slurm/cluster.py) through the SHIPPED profile
 config/profiles/slurm, with only site settings overridden.  Every job must go through sbatch with the
-partition, GPU request, CPUs, memory and time limit the profile promises, read back from SLURM's accounting
-(sacct).
+partition, GPU request, CPUs, memory and time limit that the dry run under the same profiles plans (the
+rules' own resources plus the profile's site settings), read back from SLURM's accounting (sacct).
 
 Skipped with the harness's reason where no cluster can be set up (not root, no apt-get, install failure).
 """
@@ -24,6 +24,7 @@ import yaml
 from plmscale.config import flops_label
 
 from tests.slurm import cluster
+from tests.workflow_rules import planned_resources
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "config" / "profiles" / "slurm"
@@ -133,7 +134,8 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     # CI tuning next to the site keys: poll sacct every second at first (the workflow is 10 stages deep)
     overlay = site_overlay(tmp, {"slurm-init-seconds-before-status-checks": 1})
     profiles = ["--profile", str(PROFILE), "--profile", str(overlay)]
-    planned = planned_jobs(snakemake(workdir, config, "-n", *profiles).stdout)
+    dry_run = snakemake(workdir, config, "-n", *profiles).stdout
+    planned = planned_jobs(dry_run)
     start = datetime.now() - timedelta(seconds=2)
     t0 = time.monotonic()
     # 31 jobs, each a fresh Python under sbatch; 2 shared cores take 5-8 minutes, so leave room
@@ -145,7 +147,7 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     for row in jobs:
         print("  ", row["rule"], row["Partition"], row["AllocTRES"], row["Timelimit"], row["State"])
     return {"workdir": workdir, "config": config, "profiles": profiles, "planned": planned, "jobs": jobs,
-            "log": proc.stdout + proc.stderr}  # fmt: skip
+            "resources": planned_resources(dry_run), "log": proc.stdout + proc.stderr}  # fmt: skip
 
 
 def test_every_job_ran_through_sbatch(slurm_run):
@@ -160,28 +162,36 @@ def test_every_job_ran_through_sbatch(slurm_run):
     assert all(j["State"] == "COMPLETED" for j in jobs), [j for j in jobs if j["State"] != "COMPLETED"]
 
 
-def test_jobs_got_the_resources_the_profile_promises(slurm_run):
-    profile = shipped_profile()
-    default, per_rule = profile["default-resources"], profile["set-resources"]
-    threads = profile["set-threads"]
+def expected_threads(rule: str, config: dict) -> int:
+    """CPUs of a CPU job: its rule's threads (rules/*.smk): the study config's cluster.threads for the MMseqs2
+    rules, 1 for the others that run here (hwbench, whose CPU rules take train.threads, is off)."""
+    return config["cluster"]["threads"] if rule in ("cluster", "downstream_leakage") else 1
+
+
+def test_jobs_got_the_resources_the_rules_and_profile_promise(slurm_run):
+    """Sizes (mem_mb, runtime, gpu) come from the rules, placement (partition, CPUs per GPU) from the
+    profile: the dry run under the same profiles plans both, and sacct shows what each job got."""
+    config = yaml.safe_load(slurm_run["config"].read_text())
+    site = shipped_profile()["set-resources"]
+    planned = {rule: res for rule, _, res in slurm_run["resources"]}  # the last job of each rule
+    assert planned["cluster"]["mem_mb"] == "4000" and planned["validate"]["mem_mb"] == "8000"  # rules/*.smk
     for job in slurm_run["jobs"]:
         rule, tres = job["rule"], job["tres"]
-        res = {**default, **per_rule.get(rule, {})}
-        if rule == "train":  # the rule asks per run size: the tiny grid's runs train on one device
-            res["gpu"] = 1
+        res = planned[rule]
         assert job["Partition"] == res["slurm_partition"], job
-        if res.get("gpu"):  # train, evaluate, finetune: GPU partition, one GPU, cpus_per_gpu CPUs
+        if int(res.get("gpu", 0)):  # train, evaluate, finetune: GPU partition, one GPU, cpus_per_gpu CPUs
             assert res["slurm_partition"] == "gpu"
-            assert tres.get("gres/gpu") == str(res["gpu"]), job
-            assert int(tres["cpu"]) == res["cpus_per_gpu"], job
+            assert tres.get("gres/gpu") == res["gpu"], job
+            assert int(tres["cpu"]) == site[rule]["cpus_per_gpu"] * int(res["gpu"]), job
         else:
             assert "gres/gpu" not in tres, job
-            assert int(tres["cpu"]) == threads[rule], job
-        if rule == "train":  # mem_mb (attempt-scaled) and runtime come from the rule; a limit is always set
+            assert int(tres["cpu"]) == expected_threads(rule, config), job
+        if rule == "train":  # per run size (plmscale.settings.job_resources): here 1 device
+            assert res["gpu"] == res["devices"] == "1", res
             assert mem_mb(tres["mem"]) >= 1000 and minutes(job["Timelimit"]) >= 1, job
         else:
-            assert mem_mb(tres["mem"]) == res["mem_mb"], job
-            assert minutes(job["Timelimit"]) == res["runtime"], job
+            assert mem_mb(tres["mem"]) == int(res["mem_mb"]), job
+            assert minutes(job["Timelimit"]) == int(res["runtime"]), job
 
 
 def test_outputs_exist_and_second_run_plans_nothing(slurm_run):

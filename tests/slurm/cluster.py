@@ -374,9 +374,9 @@ def stop(timeout: float = 30.0) -> None:
 
 def mark_stopped() -> None:
     """Make SLURM clients fail at once while this cluster is down.  With the controller gone, every
-    ``scontrol``/``sinfo`` call retries for MessageTimeout - 1 seconds (9 s by default), and the Snakemake SLURM
-    plugin runs ``scontrol show config`` when it is imported, i.e. at every ``snakemake`` start, SLURM used
-    or not.  ``start`` writes the configuration anew."""
+    ``scontrol``/``sinfo`` call retries for MessageTimeout - 1 seconds (9 s by default), and the Snakemake
+    SLURM plugin runs ``scontrol show config`` when it is imported, i.e. at every ``snakemake`` start, SLURM
+    used or not.  ``start`` writes the configuration anew."""
     conf = ETC / "slurm.conf"
     if conf.is_file() and STOPPED_MARK not in conf.read_text():
         conf.write_text(conf.read_text() + STOPPED_MARK)
