@@ -23,6 +23,7 @@ from plmscale.config_merge import study_config
 from plmscale import provenance
 from plmscale.provenance import code_digest
 from plmscale.split import SPLITS
+from plmscale.tokenize import split_shards
 
 # the study: the user's layer (--configfile files, then --config) merged over the embedded defaults
 config.clear()
@@ -34,7 +35,9 @@ STUDY = load_study(config)
 POINTS = STUDY.points()
 SOURCES = sorted(config["sources"])
 ACTIVE_SPLITS = [s for s in SPLITS if config["split"]["fractions"].get(s, 0) > 0]
-SHARDS = range(config["tokenize"]["shards"])
+SHARDS = {
+    s: split_shards(config["tokenize"]["shards"], config["split"]["fractions"], s) for s in ACTIVE_SPLITS
+}
 SCRIPTS_DIR = Path(workflow.basedir) / "scripts"
 
 
@@ -61,7 +64,8 @@ def source_fasta(wildcards):
 
 def token_dirs(split, sources=None):
     """The token shard directories of a split (all sources, in sorted source order, or ``sources``)."""
-    return [f"results/tokens/{split}/{source}/shard{k}" for source in sources or SOURCES for k in SHARDS]
+    shards = range(SHARDS[split])
+    return [f"results/tokens/{split}/{source}/shard{k}" for source in sources or SOURCES for k in shards]
 
 
 def token_manifests(split):

@@ -6,10 +6,11 @@
 rule report_landing:
     input:
         fits=expand("results/fits/{objective}.json", objective=STUDY.objectives),
-        # the IsoFLOP runs (the fits' inputs); other runs (transfer, repetition) are listed with their status.
-        # Not the figures: the notes come from the fits (a figure's <figure>.json facts are added when there).
-        dones=[run_file(p, "done.json") for o in STUDY.objectives for p in points_of(o)],
-        evals=[eval_file(p) for o in STUDY.objectives for p in points_of(o)],
+        # every run the tables list, and the figures' facts the captions quote: the landing reads only its
+        # inputs, so what it says never depends on the order jobs ran in
+        dones=[run_file(p, "done.json") for p in POINTS],
+        evals=[eval_file(p) for p in POINTS],
+        facts=[f"results/figures/{o}_{fig}.json" for o in STUDY.objectives for fig in FIGURES],
         downstream=["results/downstream/results.csv"] if downstream_enabled() else [],
     output:
         html=report("results/report/landing.html", caption="report/landing.rst", category="0. Summary"),

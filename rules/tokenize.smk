@@ -18,7 +18,7 @@ rule tokenize_shard:
         mem_mb=8000,
         runtime=60,
     params:
-        num_shards=config["tokenize"]["shards"],
+        num_shards=lambda w: SHARDS[w.split],
         code=script_code("tokenize_shard"),
     script:
         "../scripts/tokenize_shard.py"

@@ -300,3 +300,14 @@ def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
     blob = os.urandom(3 * (1 << 20) + 17)  # spans several read chunks
     path.write_bytes(blob)
     assert sha256_file(path) == hashlib.sha256(blob).hexdigest()
+
+
+def test_smaller_splits_get_shards_of_the_train_split_size():
+    from plmscale.tokenize import split_shards
+
+    paper = {"train": 0.995, "valid": 0.004, "test": 0.001}
+    assert [split_shards(64, paper, s) for s in ("train", "valid", "test")] == [64, 1, 1]
+    # 64 * 0.3 / 0.5 = 38.4 -> 39 shards; 64 * 0.2 / 0.5 = 25.6 -> 26
+    even = {"train": 0.5, "valid": 0.3, "test": 0.2}
+    assert [split_shards(64, even, s) for s in ("train", "valid", "test")] == [64, 39, 26]
+    assert split_shards(2, {"train": 0.9, "valid": 0.05, "test": 0.05}, "valid") == 1

@@ -10,6 +10,7 @@ end.  The files and the manifest (written last) follow the store format of :mod:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -188,3 +189,12 @@ def write_ready(manifests: list[str], output: str | os.PathLike[str]) -> str:
         ready[str(Path(manifest).parent)] = {k: entry[k] for k in ("num_sequences", "num_tokens", "files")}
     write_json_atomic(output, {"shards": ready})
     return f"{len(ready)} shards, {sum(e['num_tokens'] for e in ready.values()):,} tokens"
+
+
+def split_shards(train_shards: int, fractions: dict[str, float], split: str) -> int:
+    """Token shards of ``split``: ``tokenize.shards`` for train, and for a smaller split the same shard size,
+    ``ceil(train_shards * f_split / f_train)``, at least one.  The paper's valid split (0.4% of the data)
+    thus gets 1 shard per source, not 64 jobs of a few thousand proteins each."""
+    if split == "train":
+        return train_shards
+    return max(1, math.ceil(train_shards * fractions.get(split, 0.0) / fractions["train"]))
