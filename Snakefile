@@ -36,8 +36,8 @@ rule all:
 rule data:
     # the data stage alone (sources -> validation -> clusters -> split -> token shards)
     input:
-        token_manifests("train"),
-        token_manifests("valid"),
+        token_sources("train"),
+        token_sources("valid"),
 
 
 rule runs:

@@ -62,18 +62,10 @@ def source_fasta(wildcards):
     return f"resources/{folder}/{wildcards.source}.fasta"
 
 
-def token_dirs(split, sources=None):
-    """The token shard directories of a split (all sources, in sorted source order, or ``sources``)."""
-    shards = range(SHARDS[split])
-    return [f"results/tokens/{split}/{source}/shard{k}" for source in sources or SOURCES for k in shards]
-
-
-def token_manifests(split):
-    return [f"{d}/manifest.json" for d in token_dirs(split)]
-
-
-def token_files(split):
-    return [f"{d}/{name}" for d in token_dirs(split) for name in ("ids.npy", "offsets.npy", "manifest.json")]
+def token_sources(split, sources=None):
+    """The token directories of a split, one per source (all, in sorted order, or ``sources``): rule
+    tokenize's outputs, what training and evaluation read (each lists its shards in its manifest.json)."""
+    return [f"results/tokens/{split}/{source}" for source in sources or SOURCES]
 
 
 def split_fastas(split):
@@ -156,14 +148,14 @@ def train_job(wildcards):
     job = TrainJob(
         run_id=point.run_id,
         run=point_settings(config, point),
-        train_dirs=tuple(token_dirs("train", names)),
-        valid_dirs=tuple(token_dirs("valid")),
+        train_dirs=tuple(token_sources("train", names)),
+        valid_dirs=tuple(token_sources("valid")),
         out_dir=run_dir(point),
         checkpoint_dir=f"results/checkpoints/{point.run_id}",
         sources=tuple(
             TrainSource(
                 name,
-                tuple(token_dirs("train", [name])),
+                tuple(token_sources("train", [name])),
                 None if alone else config["sources"][name].get("proportion"),
             )
             for name in names
@@ -239,19 +231,33 @@ def model_inputs(wildcards):
     return model_files(wildcards.model)
 
 
+def finetune_paths(method, model):
+    """One classifier job's outputs, per data set: results/downstream/{dataset}/{method}/{model}.json and
+    .head.pt (dict: dataset -> (result, head))."""
+    return {
+        d: (
+            f"results/downstream/{d}/{method}/{model}.json",
+            f"results/downstream/{d}/{method}/{model}.head.pt",
+        )
+        for d in DS.datasets
+    }
+
+
 def finetune_job(wildcards):
-    """The job's run settings as JSON (the rerun trigger): model, data set, method settings, outputs."""
-    return _json.dumps(
+    """The job's run settings as JSON (the rerun trigger): the model, the method's settings, and one task per
+    data set (its Parquet file, classes and outputs)."""
+    tasks = [
         {
-            "model": MODELS[wildcards.model].to_dict(), "dataset": wildcards.dataset,
-            "data": f"results/downstream/data/{wildcards.dataset}.parquet",
-            "n_classes": DS.n_classes(wildcards.dataset), "settings": DS.settings[wildcards.method].to_dict(),
-            "limits": DS.limits,
-            "output": f"results/downstream/{wildcards.dataset}/{wildcards.method}/{wildcards.model}.json",
-            "head": f"results/downstream/{wildcards.dataset}/{wildcards.method}/{wildcards.model}.head.pt",
-        },
-        sort_keys=True,
-    )  # fmt: skip
+            "dataset": d, "data": f"results/downstream/data/{d}.parquet", "n_classes": DS.n_classes(d),
+            "output": result, "head": head,
+        }
+        for d, (result, head) in finetune_paths(wildcards.method, wildcards.model).items()
+    ]  # fmt: skip
+    job = {
+        "model": MODELS[wildcards.model].to_dict(), "settings": DS.settings[wildcards.method].to_dict(),
+        "limits": DS.limits, "tasks": tasks,
+    }  # fmt: skip
+    return _json.dumps(job, sort_keys=True)
 
 
 # rules/hwbench.smk

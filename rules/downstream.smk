@@ -1,5 +1,5 @@
-# Downstream evaluation (ProtST's localization tasks): data sets -> one classifier per (data set, method,
-# model) -> results table -> accuracy-vs-pre-training-compute figure.
+# Downstream evaluation (ProtST's localization tasks): data sets -> one job per (method, model) training a
+# classifier per data set -> results table -> accuracy-vs-pre-training-compute figure.
 #
 # Data sets: kind "table" (downloaded split files, verified by config checksums or the lock file of observed
 # ones in downstream.lock_dir, converted once to Parquet with a counts report, and checked for leakage against
@@ -142,14 +142,16 @@ rule downstream_leakage:
 
 
 rule finetune:
+    # one job per (method, model): the backbone is loaded once and one classifier is trained per data set
+    # (frozen: one embedding pass per data set; full: each data set starts again from the checkpoint)
     input:
-        data="results/downstream/data/{dataset}.parquet",
+        data=expand("results/downstream/data/{dataset}.parquet", dataset=list(DS.datasets)),
         model=model_inputs,
     output:
-        result="results/downstream/{dataset}/{method}/{model}.json",
-        head="results/downstream/{dataset}/{method}/{model}.head.pt",
+        result=expand("results/downstream/{dataset}/{{method}}/{{model}}.json", dataset=list(DS.datasets)),
+        head=expand("results/downstream/{dataset}/{{method}}/{{model}}.head.pt", dataset=list(DS.datasets)),
     log:
-        "logs/downstream/{dataset}/{method}/{model}.log",
+        "logs/downstream/{method}/{model}.log",
     conda:
         "../envs/python.yaml"
     threads: config["train"]["threads"]
@@ -157,7 +159,7 @@ rule finetune:
         devices=DOWNSTREAM_DEVICES,
         gpu=0 if config["train"]["device"] == "cpu" else DOWNSTREAM_DEVICES,
         mem_mb=32000,
-        runtime=720,
+        runtime=720 * max(1, len(DS.datasets)),  # 12 h per data set
     params:
         job=finetune_job,
         code=code_digest("downstream_cli"),

@@ -1,45 +1,26 @@
-# Sharded tokenization: one job per (split, source, shard), each a memory-mapped token store of a
-# contiguous record range, read through the split FASTA's index (the job reads only its part).
+# Sharded tokenization: one job per (split, source) writes that FASTA's shards, tokenize.threads shards at a
+# time (plmscale.tokenize.tokenize_source), each a memory-mapped token store of a contiguous record range read
+# through the split FASTA's index.  The directory is the job's output: a failed job leaves nothing, a rerun
+# starts from an empty directory (no shards of two runs mixed).
 
 
-rule tokenize_shard:
+rule tokenize:
     input:
         fasta="results/split/{split}/{source}.fasta",
         index="results/split/{split}/{source}.fasta.index.json",
     output:
-        ids="results/tokens/{split}/{source}/shard{shard}/ids.npy",
-        offsets="results/tokens/{split}/{source}/shard{shard}/offsets.npy",
-        manifest="results/tokens/{split}/{source}/shard{shard}/manifest.json",
+        directory("results/tokens/{split}/{source}"),
     log:
-        "logs/tokenize/{split}/{source}/shard{shard}.log",
+        "logs/tokenize/{split}/{source}.log",
     conda:
         "../envs/python.yaml"
+    threads: config["tokenize"]["threads"]
     resources:
-        mem_mb=8000,
-        runtime=60,
+        # a worker holds one chunk of ~4M residues (plmscale.tokenize.CHUNK_RESIDUES) at a time
+        mem_mb=lambda w, threads: 1000 + 1000 * threads,
+        runtime=lambda w, threads: config["tokenize"]["runtime_per_shard"] * -(-SHARDS[w.split] // threads),
     params:
         num_shards=lambda w: SHARDS[w.split],
-        code=script_code("tokenize_shard"),
+        code=script_code("tokenize_source"),
     script:
-        "../scripts/tokenize_shard.py"
-
-
-localrules:
-    tokens_ready,
-
-
-rule tokens_ready:
-    # one file standing for all of a split's shards (plmscale.tokenize.write_ready): every training and
-    # evaluation job depends on it alone; a local rule (it reads the manifests and writes one small file)
-    input:
-        lambda w: token_manifests(w.split),
-    output:
-        "results/tokens/{split}/ready.json",
-    log:
-        "logs/tokenize/{split}/ready.log",
-    params:
-        code=code_digest("tokenize"),
-    run:
-        from plmscale.tokenize import write_ready
-
-        Path(log[0]).write_text(write_ready(list(input), output[0]) + "\n")
+        "../scripts/tokenize_source.py"

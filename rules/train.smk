@@ -49,8 +49,8 @@ TRAIN_SHELL = (
 
 rule train:
     input:
-        train="results/tokens/train/ready.json",
-        valid="results/tokens/valid/ready.json",
+        train=token_sources("train"),
+        valid=token_sources("valid"),
         init=init_weights,
     output:
         config="results/runs/{objective}/{budget}/{shape}/model/config.json",
@@ -84,7 +84,7 @@ rule evaluate:
         config="results/runs/{objective}/{budget}/{shape}/model/config.json",
         weights="results/runs/{objective}/{budget}/{shape}/model/model.safetensors",
         done="results/runs/{objective}/{budget}/{shape}/done.json",
-        valid="results/tokens/valid/ready.json",
+        valid=token_sources("valid"),
     output:
         "results/eval/{objective}/{budget}/{shape}.json",
     log:
@@ -97,7 +97,7 @@ rule evaluate:
         mem_mb=16000,
         runtime=60,
     params:
-        valid_dirs=token_dirs("valid"),
+        valid_dirs=token_sources("valid"),
         context=config["train"]["context"],
         mask_ratio=mask_ratio,
         max_tokens=config["evaluate"]["max_tokens"],

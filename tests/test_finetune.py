@@ -196,6 +196,47 @@ def test_result_round_trips():
         FinetuneResult.from_dict({**result.to_dict(), "extra": 1})
 
 
+def _task(dataset: str, data: Path, output: Path, head: Path, n_classes: int = 3) -> dict:
+    """One data set of a finetune job (the rule writes one per data set: plmscale.downstream_cli)."""
+    return {
+        "dataset": dataset,
+        "data": str(data),
+        "n_classes": n_classes,
+        "output": str(output),
+        "head": str(head),
+    }
+
+
+@pytest.mark.parametrize("method", ["frozen", "full"])
+def test_a_job_over_two_data_sets_trains_each_as_a_job_of_its_own_would(esm_dir, dataset, tmp_path, method):
+    """One job per (method, model) trains a classifier per data set: the second data set's head and
+    metrics equal those of a job with that data set alone (full fine-tuning starts again from the
+    checkpoint; a frozen backbone is shared unchanged)."""
+    path, _ = dataset
+    other = synthetic_dataset(tmp_path / "other.parquet", n_classes=2, seed=5)
+    base = {
+        "model": ModelSpec("esm", "external", str(esm_dir)).to_dict(),
+        "settings": _settings(method=method, max_epochs=2).to_dict(),
+        "device": "cpu",
+        "precision": "fp32",
+    }
+    both = [_task("syn", path, tmp_path / "a.json", tmp_path / "a.pt"),
+            _task("other", other, tmp_path / "b.json", tmp_path / "b.pt", n_classes=2)]  # fmt: skip
+    alone = [_task("other", other, tmp_path / "b1.json", tmp_path / "b1.pt", n_classes=2)]
+    _torchrun(1, {**base, "tasks": both}, tmp_path)
+    _torchrun(1, {**base, "tasks": alone}, tmp_path)
+    first = FinetuneResult.from_dict(json.loads((tmp_path / "a.json").read_text()))
+    second = FinetuneResult.from_dict(json.loads((tmp_path / "b.json").read_text()))
+    single = FinetuneResult.from_dict(json.loads((tmp_path / "b1.json").read_text()))
+    assert (first.dataset, first.n_classes, second.dataset, second.n_classes) == ("syn", 3, "other", 2)
+    assert second.metrics["test_accuracy"] == single.metrics["test_accuracy"]
+    untimed = [[{k: v for k, v in e.items() if k != "seconds"} for e in r.history] for r in (second, single)]
+    assert untimed[0] == untimed[1]
+    heads = [torch.load(tmp_path / name, weights_only=True) for name in ("b.pt", "b1.pt")]
+    for key in heads[1]:
+        assert torch.equal(heads[0][key], heads[1][key]), key
+
+
 def _torchrun(nproc: int, job: dict, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {
         k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
@@ -226,15 +267,11 @@ def test_two_gloo_ranks_train_like_one_process_with_the_global_batch(esm_dir, da
     for nproc, batch in ((1, 16), (2, 8)):
         job = {
             "model": ModelSpec("esm", "external", str(esm_dir)).to_dict(),
-            "data": str(path),
-            "dataset": "syn",
-            "n_classes": 3,
             "settings": _settings(method="full", batch_size=batch, max_epochs=2).to_dict(),
             "device": "cpu",
             "precision": "fp32",
             "threads": nproc,
-            "output": str(tmp_path / f"r{nproc}.json"),
-            "head": str(tmp_path / f"h{nproc}.pt"),
+            "tasks": [_task("syn", path, tmp_path / f"r{nproc}.json", tmp_path / f"h{nproc}.pt")],
         }
         _torchrun(nproc, job, tmp_path)
         heads[nproc] = torch.load(tmp_path / f"h{nproc}.pt", weights_only=True)
@@ -319,14 +356,10 @@ def test_absent_device_fails_the_job_and_never_runs_on_the_cpu(esm_dir, dataset,
     path, _ = dataset
     job = {
         "model": ModelSpec("e", "external", str(esm_dir)).to_dict(),
-        "data": str(path),
-        "dataset": "syn",
-        "n_classes": 3,
         "settings": _settings().to_dict(),
         "device": "cuda",
         "precision": "bf16",
-        "output": str(tmp_path / "r.json"),
-        "head": str(tmp_path / "h.pt"),
+        "tasks": [_task("syn", path, tmp_path / "r.json", tmp_path / "h.pt")],
     }
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'workflow'}"}
     proc = subprocess.run(

@@ -66,7 +66,7 @@ def test_real_closures():
 
     assert "powerlaw" in closure("fit") and "extrapolation" in closure("paper_fit")
     assert "paper_plots" in closure("paper_plots")
-    assert "train" not in closure("tokenize_shard")  # README: editing train.py does not rerun tokenization
+    assert "train" not in closure("tokenize_source")  # README: editing train.py does not rerun tokenization
     assert "train" in module_closure(["train_cli"]) and "checkpoint" in module_closure(["train_cli"])
 
 

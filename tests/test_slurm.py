@@ -153,11 +153,11 @@ def slurm_run(slurm_cluster, tmp_path_factory):
 def test_every_job_ran_through_sbatch(slurm_run):
     planned, jobs = slurm_run["planned"], slurm_run["jobs"]
     assert set(planned) >= {
-        "embedded_source", "validate", "pool", "cluster", "split", "tokenize_shard", "train", "evaluate",
+        "embedded_source", "validate", "pool", "cluster", "split", "tokenize", "train", "evaluate",
         "fit", "plot_objective", "proxy_dataset", "finetune", "downstream_table", "plot_downstream",
         "summary",
     }  # fmt: skip
-    for local in ("all", "tokens_ready"):  # local rules (localrules:) run inside snakemake, not as jobs
+    for local in ("all",):  # local rules (localrules:) run inside snakemake, not as jobs
         planned.pop(local, None)
     assert Counter(j["rule"] for j in jobs if j["State"] == "COMPLETED") == planned, slurm_run["log"][-3000:]
     assert all(j["State"] == "COMPLETED" for j in jobs), [j for j in jobs if j["State"] != "COMPLETED"]
@@ -165,7 +165,11 @@ def test_every_job_ran_through_sbatch(slurm_run):
 
 def expected_threads(rule: str, config: dict) -> int:
     """CPUs of a CPU job: its rule's threads (rules/*.smk): the study config's cluster.threads for the MMseqs2
-    rules, 1 for the others that run here (hwbench, whose CPU rules take train.threads, is off)."""
+    rules, tokenize.threads (the test config's, else the embedded default's it is merged over) for
+    tokenize, 1 for the others that run here (hwbench, whose CPU rules take train.threads, is off)."""
+    if rule == "tokenize":
+        embedded = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+        return config["tokenize"].get("threads", embedded["tokenize"]["threads"])
     return config["cluster"]["threads"] if rule in ("cluster", "downstream_leakage") else 1
 
 

@@ -14,7 +14,7 @@ import pytest
 from plmscale.atomic import atomic_path, sha256_file, write_json_atomic, write_text_atomic
 from plmscale.fasta import read_fasta, write_fasta
 from plmscale.fasta_index import index_fasta, shard_range
-from plmscale.tokenize import tokenize_shard
+from plmscale.tokenize import tokenize_shard, tokenize_source
 from plmscale.tokens import (
     CLS_ID,
     EOS_ID,
@@ -27,6 +27,8 @@ from plmscale.tokens import (
     concat_stores,
     encode,
     esm_tokenizer,
+    open_stores,
+    shard_dirs,
     write_vocab,
 )
 from plmscale.validate import ESM_RESIDUES, ValidationPolicy, validate_records
@@ -255,6 +257,72 @@ def test_rerun_replaces_stale_shard(clean_fasta: Path, tmp_path: Path) -> None:
     manifest = tokenize_shard(clean_fasta, out, shard_index=0, num_shards=1)
     store = TokenStore.open(out, verify=True)
     assert len(store) == manifest["num_sequences"] > 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_tokenize_source_writes_the_shards_a_job_per_shard_would(
+    clean_fasta: Path, tmp_path: Path, workers
+) -> None:
+    """One job per (split, source): its shards are byte for byte those of tokenize_shard, whatever the
+    number of worker processes, and the source manifest (written last) sums them."""
+    source = tmp_path / "src"
+    manifest = tokenize_source(clean_fasta, source, num_shards=3, workers=workers)
+    assert json.loads((source / "manifest.json").read_text()) == manifest
+    assert sorted(p.name for p in source.iterdir()) == ["manifest.json", "shard0", "shard1", "shard2"]
+    single = [
+        tokenize_shard(clean_fasta, tmp_path / f"one{k}", shard_index=k, num_shards=3) for k in range(3)
+    ]
+    for k, one in enumerate(single):
+        for name in ("ids.npy", "offsets.npy"):
+            assert (source / f"shard{k}" / name).read_bytes() == (tmp_path / f"one{k}" / name).read_bytes()
+        assert manifest["shards"][k] == {
+            "dir": f"shard{k}",
+            **{key: one[key] for key in ("num_sequences", "num_tokens", "records", "files")},
+        }
+    assert manifest["num_sequences"] == sum(m["num_sequences"] for m in single)
+    assert manifest["num_tokens"] == sum(m["num_tokens"] for m in single)
+    # a source directory stands for its shards; a shard directory for itself
+    assert shard_dirs([source, tmp_path / "one0"]) == (
+        str(source / "shard0"), str(source / "shard1"), str(source / "shard2"), str(tmp_path / "one0")
+    )  # fmt: skip
+    stores = open_stores([source], checksum=True)
+    assert [len(s) for s in stores] == [m["num_sequences"] for m in single]
+
+
+def test_a_train_job_naming_sources_opens_their_shards(clean_fasta: Path, tmp_path: Path) -> None:
+    """The rule's TrainJob names each source's token directory (a short command line); the trainer
+    expands them to the shards their manifests list, in order, source by source."""
+    from plmscale.settings import TrainJob, TrainSource
+
+    from tests.trainkit import settings
+
+    a, b, valid = tmp_path / "train/a", tmp_path / "train/b", tmp_path / "valid/a"
+    tokenize_source(clean_fasta, a, num_shards=2)
+    tokenize_source(clean_fasta, b, num_shards=3)
+    tokenize_source(clean_fasta, valid, num_shards=1)
+    run = settings()
+    job = TrainJob(
+        run_id="r", run=run, train_dirs=(str(a), str(b)), valid_dirs=(str(valid),), out_dir="o",
+        checkpoint_dir=None, sources=(TrainSource("a", (str(a),), 0.5), TrainSource("b", (str(b),), 0.5)),
+    )  # fmt: skip
+    shards = job.with_shards()
+    assert shards.train_dirs == (f"{a}/shard0", f"{a}/shard1", f"{b}/shard0", f"{b}/shard1", f"{b}/shard2")
+    assert shards.valid_dirs == (f"{valid}/shard0",)
+    assert [s.dirs for s in shards.sources] == [shards.train_dirs[:2], shards.train_dirs[2:]]
+    assert shards.run == job.run and shards.sources[0].proportion == 0.5
+
+
+def test_tokenize_source_fails_on_a_bad_record_in_any_worker(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.fa"
+    write_fasta([("a", "MKV"), ("b", "MKV"), ("c", "MKV"), ("d", "MKJ")], raw)
+    index_fasta(raw)
+    with pytest.raises(ValueError, match=r"raw\.fa: record 'd': 'J' at position 3 is not an ESM-2 residue"):
+        tokenize_source(raw, tmp_path / "src", num_shards=2, workers=2)
+    assert not (tmp_path / "src" / "manifest.json").exists()  # no manifest: not a tokenized source
+    with pytest.raises(ValueError, match=r"src/manifest\.json: missing; .* is neither a tokenized source"):
+        shard_dirs([tmp_path / "src"])
+    with pytest.raises(ValueError, match="tokenize workers must be >= 1, got 0"):
+        tokenize_source(raw, tmp_path / "other", num_shards=2, workers=0)
 
 
 # --------------------------------------------------------------------------------------------- atomic writes

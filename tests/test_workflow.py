@@ -168,6 +168,7 @@ def test_downstream_learning_rate_reruns_only_those_classifiers_and_what_reads_t
     assert {w["model"] for rule, w in jobs if rule == "finetune"} == {
         f"mlm_{b}_{s}" for b in ("3e8", "1e9") for s in "abc"
     }
+    assert {w["method"] for rule, w in jobs if rule == "finetune"} == {"frozen"}  # a job per (method, model)
     # the benchmark's inference uses the frozen classifier's head; its fine-tuning does not
     assert {rule for rule, _ in jobs} == {
         "finetune", "downstream_table", "plot_downstream", "hwbench_infer_cpu", "hwbench_table",
@@ -185,7 +186,7 @@ def test_mlm_hyperparameter_reruns_only_mlm_runs_and_their_dependents(study, tmp
         if rule in {"evaluate", "fit", "plot_objective"}
     )
     assert not any(
-        rule in {"embedded_source", "validate", "cluster", "split", "tokenize_shard"} for rule, _ in jobs
+        rule in {"embedded_source", "validate", "cluster", "split", "tokenize"} for rule, _ in jobs
     )
 
 

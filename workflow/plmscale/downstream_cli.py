@@ -4,10 +4,12 @@
     python -m plmscale.downstream_cli hwbench-infer --job JOB.json
     torchrun --standalone --nproc_per_node=4 -m plmscale.downstream_cli hwbench-finetune --job JOB.json
 
-``--job`` is a JSON object (inline or ``@path``) written by the Snakemake rule: the model, the converted
-dataset, the settings, the device and the outputs.  Every rank computes; rank 0 writes the outputs,
-atomically.  The device is resolved before any work: an absent GPU or Gaudi fails the job with the host,
-what was found and the fix (:func:`plmscale.devices.resolve_device`), it never runs on the CPU instead.
+``--job`` is a JSON object (inline or ``@path``) written by the Snakemake rule: the model, the settings,
+the converted data set(s) and the outputs (``finetune``: a list of ``tasks``, one per data set, each with
+``dataset``, ``data``, ``n_classes``, ``output`` and ``head``), and the device.  Every rank computes;
+rank 0 writes the outputs, atomically.  The device is resolved before any work: an absent GPU or Gaudi
+fails the job with the host, what was found and the fix (:func:`plmscale.devices.resolve_device`); it never
+runs on the CPU instead.
 """
 
 from __future__ import annotations
@@ -45,52 +47,52 @@ def _setup(job: dict[str, Any]) -> tuple[torch.device, DistInfo, str]:
     return device, dist, backend
 
 
-def _splits(job: dict[str, Any], names: tuple[str, ...]) -> dict[str, Split]:
+def _splits(job: dict[str, Any], names: tuple[str, ...], limits: dict[str, Any]) -> dict[str, Split]:
     table = pl.read_parquet(job["data"])
-    limits = job.get("limits") or {}
     return {name: split_from_table(table, name, limit=limits.get(name)) for name in names}
 
 
 def run_finetune(job: dict[str, Any]) -> None:
+    """One model and method, one classifier per task (data set).  The backbone is loaded once for a frozen
+    backbone; full fine-tuning changes it, so each further data set starts again from the checkpoint."""
     device, dist, backend = _setup(job)
     spec = ModelSpec.from_dict(job["model"])
     settings = FinetuneSettings.from_dict(job["settings"])
-    splits = _splits(job, ("train", "valid", "test"))
-    t0 = time.perf_counter()
+    log = print if dist.rank == 0 else (lambda _m: None)
     with distributed(dist, backend):
-        backbone = load_backbone(spec)
-        outcome = train_classifier(
-            backbone,
-            splits,
-            int(job["n_classes"]),
-            settings,
-            device=device,
-            precision=job["precision"],
-            dist=dist,
-            log=print if dist.rank == 0 else (lambda _m: None),
-        )
-    if dist.rank != 0:
-        return
-    result = FinetuneResult(
-        model=spec,
-        dataset=job["dataset"],
-        method=settings.method,
-        n_classes=int(job["n_classes"]),
-        n_train=len(splits["train"].labels),
-        n_valid=len(splits["valid"].labels),
-        n_test=len(splits["test"].labels),
-        metrics=outcome.metrics,
-        history=tuple(outcome.history),
-        settings=settings,
-        device=describe_device(device),
-        precision=job["precision"],
-        world_size=dist.world_size,
-        wall_s=time.perf_counter() - t0,
-    )
-    with atomic_path(job["head"]) as tmp:
-        torch.save(outcome.head_state, tmp)
-    write_json_atomic(job["output"], result.to_dict())
-    print(json.dumps({k: v for k, v in outcome.metrics.items()}, indent=1))
+        backbone = None
+        for task in job["tasks"]:
+            log(f"== {spec.name} · {task['dataset']} · {settings.method}")
+            splits = _splits(task, ("train", "valid", "test"), job.get("limits") or {})
+            t0 = time.perf_counter()
+            if backbone is None or settings.method == "full":
+                backbone = load_backbone(spec)
+            outcome = train_classifier(
+                backbone, splits, int(task["n_classes"]), settings,
+                device=device, precision=job["precision"], dist=dist, log=log,
+            )  # fmt: skip
+            if dist.rank != 0:
+                continue
+            result = FinetuneResult(
+                model=spec,
+                dataset=task["dataset"],
+                method=settings.method,
+                n_classes=int(task["n_classes"]),
+                n_train=len(splits["train"].labels),
+                n_valid=len(splits["valid"].labels),
+                n_test=len(splits["test"].labels),
+                metrics=outcome.metrics,
+                history=tuple(outcome.history),
+                settings=settings,
+                device=describe_device(device),
+                precision=job["precision"],
+                world_size=dist.world_size,
+                wall_s=time.perf_counter() - t0,
+            )
+            with atomic_path(task["head"]) as tmp:
+                torch.save(outcome.head_state, tmp)
+            write_json_atomic(task["output"], result.to_dict())
+            print(json.dumps(outcome.metrics, indent=1))
 
 
 def run_hwbench_infer(job: dict[str, Any]) -> None:
@@ -98,7 +100,7 @@ def run_hwbench_infer(job: dict[str, Any]) -> None:
 
     device, _dist, _backend = _setup(job)
     spec = ModelSpec.from_dict(job["model"])
-    split = _splits(job, ("test",))["test"]
+    split = _splits(job, ("test",), job.get("limits") or {})["test"]
     head = torch.load(job["head"], weights_only=True) if job.get("head") else None
     rows = inference_benchmark(
         load_backbone(spec),
@@ -130,7 +132,7 @@ def run_hwbench_finetune(job: dict[str, Any]) -> None:
         )
     spec = ModelSpec.from_dict(job["model"])
     settings = FinetuneSettings.from_dict(job["settings"])
-    splits = _splits(job, ("train",))
+    splits = _splits(job, ("train",), job.get("limits") or {})
     with distributed(dist, backend):
         row = finetune_benchmark(
             load_backbone(spec),

@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +185,18 @@ class TrainJob:
                 f"sources {missing} have no proportion while others do; give every source a proportion "
                 "(summing to 1) or none"
             )
+
+    def with_shards(self) -> TrainJob:
+        """This job with each tokenized source directory replaced by its shard directories, read from its
+        manifest (:func:`plmscale.tokens.shard_dirs`): what the trainer opens."""
+        from plmscale.tokens import shard_dirs
+
+        return replace(
+            self,
+            train_dirs=shard_dirs(self.train_dirs),
+            valid_dirs=shard_dirs(self.valid_dirs),
+            sources=tuple(replace(s, dirs=shard_dirs(s.dirs)) for s in self.sources),
+        )
 
     @property
     def model_dir(self) -> Path:

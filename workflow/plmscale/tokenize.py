@@ -1,4 +1,5 @@
-"""Tokenize one shard of a split FASTA into a token store, streamed, in memory that does not grow with it.
+"""Tokenize one shard of a split FASTA into a token store, streamed, in memory that does not grow with it;
+or all shards of one (split, source) FASTA, several at a time (:func:`tokenize_source`).
 
 A shard is a contiguous record range of its FASTA (:func:`plmscale.fasta_index.shard_range`): the job
 seeks to it through the FASTA's sparse index and reads only its part.  Records are encoded in chunks of
@@ -30,7 +31,7 @@ from plmscale.tokens import (
 )
 from plmscale.validate import ESM_RESIDUES
 
-__all__ = ["NpyAppender", "tokenize_shard"]
+__all__ = ["NpyAppender", "tokenize_shard", "tokenize_source"]
 
 _HEADER_BYTES = 128
 CHUNK_RESIDUES = 1 << 22
@@ -176,19 +177,66 @@ def tokenize_shard(
     return manifest
 
 
-def write_ready(manifests: list[str], output: str | os.PathLike[str]) -> str:
-    """The ``tokens_ready`` file of a split: each shard directory with its sequence and token counts and
-    file digests (from its ``manifest.json``).  Training and evaluation depend on this one file instead of
-    three per shard (the paper grid's 512 shards made the DAG build check ~280k paths); a re-tokenized shard
-    changes it, so they rerun.  Returns a one-line summary for the log."""
-    import json
+def tokenize_source(
+    fasta_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    num_shards: int,
+    workers: int = 1,
+    chunk_residues: int = CHUNK_RESIDUES,
+) -> dict[str, Any]:
+    """Tokenize every shard of one (split, source) FASTA into ``out_dir/shard<k>/``, ``workers`` shards at a
+    time (separate processes, each in the bounded memory of :func:`tokenize_shard`), then write the source
+    manifest ``out_dir/manifest.json`` last: each shard's directory, sequence and token counts and file
+    digests.  Returns that manifest.
 
-    ready = {}
-    for manifest in sorted(manifests):
-        entry = json.loads(Path(manifest).read_text())
-        ready[str(Path(manifest).parent)] = {k: entry[k] for k in ("num_sequences", "num_tokens", "files")}
-    write_json_atomic(output, {"shards": ready})
-    return f"{len(ready)} shards, {sum(e['num_tokens'] for e in ready.values()):,} tokens"
+    One job per (split, source) instead of one per shard: the paper's 4 sources x 64 shards were 260 jobs,
+    each a few minutes of one core, and a quarter of the paper grid's DAG.  The shards and their contents do
+    not depend on ``workers``.  A failed shard stops the rest (its error, naming the record, is raised);
+    the Snakemake rule declares ``out_dir`` a ``directory()`` output, so a failed job leaves nothing.
+    The workers are spawned (they import the main module first): a script that calls this with
+    ``workers > 1`` keeps its body under ``if __name__ == "__main__"`` (``scripts/tokenize_source.py``).
+    """
+    if workers < 1:
+        raise ValueError(f"tokenize workers must be >= 1, got {workers}; set tokenize.threads to 1 or more")
+    fasta_path, out_dir = Path(fasta_path), Path(out_dir)
+    shard_dirs = [out_dir / f"shard{k}" for k in range(num_shards)]
+    args = [(fasta_path, d, k, num_shards, chunk_residues) for k, d in enumerate(shard_dirs)]
+    workers = min(workers, num_shards)
+    if workers == 1:
+        manifests = [_tokenize_one(a) for a in args]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: a forked child of a threaded parent (Snakemake, numpy's BLAS) can deadlock
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            try:
+                manifests = list(pool.map(_tokenize_one, args))
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    shards = [
+        {"dir": d.name, **{k: m[k] for k in ("num_sequences", "num_tokens", "records", "files")}}
+        for d, m in zip(shard_dirs, manifests, strict=True)
+    ]
+    manifest = {
+        "format": FORMAT,
+        "source": str(fasta_path),
+        "num_shards": num_shards,
+        "num_sequences": sum(s["num_sequences"] for s in shards),
+        "num_tokens": sum(s["num_tokens"] for s in shards),
+        "shards": shards,
+    }
+    write_json_atomic(out_dir / MANIFEST_FILE, manifest)
+    return manifest
+
+
+def _tokenize_one(args: tuple[Path, Path, int, int, int]) -> dict[str, Any]:
+    fasta_path, shard_dir, shard_index, num_shards, chunk_residues = args
+    return tokenize_shard(
+        fasta_path, shard_dir, shard_index=shard_index, num_shards=num_shards, chunk_residues=chunk_residues
+    )
 
 
 def split_shards(train_shards: int, fractions: dict[str, float], split: str) -> int:

@@ -54,6 +54,7 @@ __all__ = [
     "esm_tokenizer",
     "open_stores",
     "retokenize_hint",
+    "shard_dirs",
     "store_identity",
     "verify_store",
     "write_vocab",
@@ -78,7 +79,7 @@ MANIFEST_FILE = "manifest.json"
 
 _INVALID = 255
 _CHUNK = 1 << 20
-RETOKENIZE = "snakemake --forcerun tokenize_shard"
+RETOKENIZE = "snakemake --forcerun tokenize"
 
 
 def _build_lut() -> np.ndarray:
@@ -175,11 +176,38 @@ def encode(sequences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def retokenize_hint(directory: str | os.PathLike[str]) -> str:
-    """The fix for a bad shard: the Snakemake command that rebuilds it (or all shards)."""
+    """The fix for a bad shard: the Snakemake command that rebuilds its source's shards (the tokenize job's
+    output is the directory above the shard), or every source's."""
     return (
-        f"Fix: re-run tokenization of this shard: snakemake --forcerun {Path(directory) / MANIFEST_FILE} "
-        f"(or {RETOKENIZE} for every shard)."
+        f"Fix: re-tokenize its source: snakemake --forcerun {Path(directory).parent} "
+        f"(or {RETOKENIZE} for every source)."
     )
+
+
+def shard_dirs(dirs: Sequence[str | os.PathLike[str]]) -> tuple[str, ...]:
+    """The token shard directories of ``dirs``, in order: a source directory (the tokenize job's output,
+    whose ``manifest.json`` lists its ``shards``) stands for its shards, a shard directory for itself.
+
+    Jobs name sources, not shards: the paper's 64 shards per source made every training job's settings
+    (and its shell command) ~24 kB of shard paths.  Raises ``ValueError`` naming the missing manifest.
+    """
+    out: list[str] = []
+    for directory in dirs:
+        path = Path(directory) / MANIFEST_FILE
+        try:
+            manifest = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(
+                f"{path}: missing; {directory} is neither a tokenized source nor a token shard. "
+                f"{retokenize_hint(Path(directory) / 'shard0')}"
+            ) from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err}). {retokenize_hint(directory)}") from err
+        if isinstance(manifest, dict) and "shards" in manifest:
+            out.extend(str(Path(directory) / shard["dir"]) for shard in manifest["shards"])
+        else:
+            out.append(str(directory))
+    return tuple(out)
 
 
 class TokenStore:
@@ -389,7 +417,8 @@ def verify_store(store: TokenStore) -> None:
 
 
 def open_stores(dirs: Sequence[str | os.PathLike[str]], *, checksum: bool) -> list[TokenStore]:
-    """Open the token shards a training or evaluation job reads, in the given order, verified.
+    """Open the token shards a training or evaluation job reads, in the given order, verified (a source
+    directory stands for its shards, :func:`shard_dirs`).
 
     Always: each manifest is parsed and sizes, dtypes, shapes and offsets are checked against it
     (:meth:`TokenStore.open`; reads the small ``offsets.npy`` only).  With ``checksum``: :func:`verify_store`
@@ -399,6 +428,7 @@ def open_stores(dirs: Sequence[str | os.PathLike[str]], *, checksum: bool) -> li
     """
     if not dirs:
         raise ValueError("open_stores: no token shard directories given")
+    dirs = shard_dirs(dirs)
     stores = []
     for directory in dirs:
         try:

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from plmscale.settings import TrainJob, execution_settings
     from plmscale.train import TrainingStopped, train_run
 
-    job = TrainJob.from_dict(args.job)
+    job = TrainJob.from_dict(args.job).with_shards()
     execution = execution_settings(args.execution, job.run.n_params)
     job.model_dir.mkdir(parents=True, exist_ok=True)
     try:
