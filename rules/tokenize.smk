@@ -16,9 +16,11 @@ rule tokenize:
         "../envs/python.yaml"
     threads: config["tokenize"]["threads"]
     resources:
-        # a worker holds one chunk of ~4M residues (plmscale.tokenize.CHUNK_RESIDUES) at a time
-        mem_mb=lambda w, threads: 1000 + 1000 * threads,
-        runtime=lambda w, threads: config["tokenize"]["runtime_per_shard"] * -(-SHARDS[w.split] // threads),
+        # a worker holds one chunk of ~4M residues (plmscale.tokenize.CHUNK_RESIDUES) at a time; sized by
+        # the configured threads, not the job's (a local run with fewer --cores gives fewer, not more)
+        mem_mb=1000 + 1000 * config["tokenize"]["threads"],
+        runtime=lambda w: config["tokenize"]["runtime_per_shard"]
+        * -(-SHARDS[w.split] // config["tokenize"]["threads"]),
     params:
         num_shards=lambda w: SHARDS[w.split],
         code=script_code("tokenize_source"),
