@@ -4,8 +4,9 @@
 # Data sets: kind "table" (downloaded split files, verified by config checksums or the lock file of observed
 # ones in downstream.lock_dir, converted once to Parquet with a counts report, and checked for leakage against
 # the study's pre-training clusters); kind "proxy" (the embedded sample's offline stand-in: computed
-# hydropathy labels on the study's held-out proteins).  Models: the study's runs of downstream.objectives and
-# the external Hugging Face checkpoints of downstream.models (local paths, checked when the job starts).
+# hydropathy labels on the study's held-out proteins).  Models: the study's runs of downstream.objectives (at
+# downstream.budgets, or every budget) and the external Hugging Face checkpoints of downstream.models (local
+# paths, checked when the job starts).
 # Methods: frozen (backbone frozen, MLP head: the blog's recipe) and full fine-tuning; plmscale.finetune.
 #
 # Each classifier job runs under train.launcher with downstream.devices processes on train.device in
@@ -16,7 +17,7 @@ import re
 from plmscale.downstream_specs import ModelSpec
 from plmscale.downstream_config import own_model_name, parse_downstream
 
-DS = parse_downstream(config["downstream"], STUDY.objectives)
+DS = parse_downstream(config["downstream"], STUDY.objectives, [flops for flops, _ in STUDY.budgets])
 if DS.skipped_objectives:
     print(
         f"note: downstream.objectives {list(DS.skipped_objectives)} are not in grid.objectives: no runs of "
@@ -25,7 +26,7 @@ if DS.skipped_objectives:
     )
 MODELS = {m.name: m for m in DS.external}
 for _p in STUDY.isoflop_points():
-    if _p.objective in DS.objectives and _p.replicate == 0:
+    if _p.objective in DS.objectives and _p.replicate == 0 and DS.takes_budget(_p.flops):
         _name = own_model_name(_p.objective, _p.budget, _p.shape_name)
         MODELS[_name] = ModelSpec(
             name=_name, kind="own", path=f"{run_dir(_p)}/model", objective=_p.objective,

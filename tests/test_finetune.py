@@ -388,3 +388,17 @@ def test_downstream_objectives_outside_the_grid_are_skipped_and_said():
     assert (cfg.objectives, cfg.skipped_objectives) == (("clm",), ("mlm",))
     with pytest.raises(ValueError, match=r"downstream\.methods"):
         parse_downstream({"methods": ["linear"]}, ["mlm"])
+
+
+def test_downstream_budgets_select_the_runs_that_get_classifiers():
+    from plmscale.downstream_config import parse_downstream
+
+    every = parse_downstream({"methods": ["frozen"]}, ["mlm"], [1e18, 3e18])
+    assert every.budgets is None and every.takes_budget(1e18) and every.takes_budget(3e18)
+    some = parse_downstream({"methods": ["frozen"], "budgets": [1.0e18]}, ["mlm"], [1e18, 3e18])
+    assert some.takes_budget(1e18) and not some.takes_budget(3e18)
+    unknown = r"downstream\.budgets: 1e\+19 not in grid\.budgets; .*\(1e\+18, 3e\+18\)"
+    with pytest.raises(ValueError, match=unknown):
+        parse_downstream({"budgets": [1e19]}, ["mlm"], [1e18, 3e18])
+    with pytest.raises(ValueError, match=r"downstream\.budgets: an empty list"):
+        parse_downstream({"budgets": []}, ["mlm"], [1e18])

@@ -138,6 +138,24 @@ def test_paper_grid_dry_run_requests_accelerators_and_time_limits(paper_plan, ru
             assert "gres" not in res and res.get("gpu", "0") == "0", (rule, res)
 
 
+def test_paper_grid_fine_tunes_the_runs_of_downstream_budgets_and_the_external_models(paper_plan):
+    """downstream.budgets: classifiers for the runs at one budget per decade (both objectives), and for the
+    external checkpoints; one job per (method, model)."""
+    _, jobs = paper_plan
+    paper = yaml.safe_load(PAPER.read_text())
+    ds = paper["downstream"]
+    expected = set(ds["models"]) | {
+        f"{o}_{flops_label(float(b['flops']))}_{shape}"
+        for o in ds["objectives"]
+        for b in paper["grid"]["budgets"]
+        if float(b["flops"]) in [float(x) for x in ds["budgets"]]
+        for shape in b["shapes"]
+    }
+    finetune = [w for rule, w, _ in jobs if rule == "finetune"]
+    assert {w["model"] for w in finetune} == expected and len(expected) == 65
+    assert len(finetune) == len(expected) * len(ds["methods"])
+
+
 def test_paper_grid_jobs_ask_what_their_rules_and_the_study_config_say(paper_plan):
     """The sizes come from the rules (and the study config where a rule reads it), not from the profile:
     config/paper.yaml's cluster.mem_mb reaches the clustering jobs; fixed rule values reach the others."""

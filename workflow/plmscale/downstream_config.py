@@ -8,6 +8,7 @@ Errors are ``ValueError`` naming the key, the value and the fix.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,11 @@ class DownstreamConfig:
     lock_dir: str
     leakage: bool
     limits: Mapping[str, int | None]  # per split: the first N proteins (None = all)
+    budgets: tuple[float, ...] | None = None  # the budgets (FLOPs) whose runs are evaluated; None = all
+
+    def takes_budget(self, flops: float) -> bool:
+        """Whether the study's runs at this budget get classifiers (``downstream.budgets``)."""
+        return self.budgets is None or any(math.isclose(flops, b, rel_tol=1e-9) for b in self.budgets)
 
     def n_classes(self, dataset: str) -> int:
         return len(self.datasets[dataset].classes)
@@ -82,8 +88,11 @@ def own_model_name(objective: str, budget: str, shape: str) -> str:
     return f"{objective}_{budget}_{shape}"
 
 
-def parse_downstream(section: Mapping[str, Any], study_objectives: Sequence[str]) -> DownstreamConfig:
+def parse_downstream(
+    section: Mapping[str, Any], study_objectives: Sequence[str], study_budgets: Sequence[float] = ()
+) -> DownstreamConfig:
     s = dict(section)
+    budgets = _budgets(s.get("budgets"), study_budgets)
     asked = tuple(s.get("objectives", ["mlm"]))
     objectives = tuple(o for o in asked if o in study_objectives)
     skipped = tuple(o for o in asked if o not in study_objectives)  # announced by the workflow
@@ -129,7 +138,23 @@ def parse_downstream(section: Mapping[str, Any], study_objectives: Sequence[str]
         lock_dir=str(s.get("lock_dir", "config/locks")),
         leakage=bool(s.get("leakage", True)),
         limits=limits,
+        budgets=budgets,
     )
+
+
+def _budgets(asked: Sequence[float] | None, study_budgets: Sequence[float]) -> tuple[float, ...] | None:
+    """``downstream.budgets``: None (every budget's runs) or budgets of ``grid.budgets``."""
+    if asked is None:
+        return None
+    budgets = tuple(float(b) for b in asked)
+    unknown = [f"{b:g}" for b in budgets if not any(math.isclose(b, g, rel_tol=1e-9) for g in study_budgets)]
+    if unknown or not budgets:
+        grid = ", ".join(f"{g:g}" for g in sorted(study_budgets))
+        problem = f"{', '.join(unknown)} not in grid.budgets" if unknown else "an empty list"
+        raise ValueError(
+            f"downstream.budgets: {problem}; list budgets of grid.budgets ({grid}), or null for every budget"
+        )
+    return budgets
 
 
 def parse_hwbench(
