@@ -316,3 +316,10 @@ def hwbench_job(device, kind):
         )  # fmt: skip
 
     return job
+
+
+# rules/report.smk
+def paper_figure_facts():
+    """The paper figures' facts files (plmscale.figure_style): <objective>_<figure>.json, <figure>.json."""
+    keys = [f"{o}_{fig}" for o in PAPER_OBJECTIVES for fig in PAPER_FIGURES] + list(PAPER_EXTRA_FIGURES)
+    return [f"results/paper/figures/{key}.json" for key in keys]

@@ -36,10 +36,13 @@ rule report_landing:
 
 
 rule paper_report_landing:
+    # the paper report's summary page, and the generated part of every paper figure's caption (from the
+    # fits and the figures' facts files: rules/report/paper_<figure>.rst includes it)
     input:
         fits=expand("results/paper/fits/{objective}.json", objective=PAPER_OBJECTIVES),
         coefficients="results/paper/coefficients.md",
         method_steps="results/paper/method_steps.md",
+        facts=paper_figure_facts(),
     output:
         html=report(
             "results/paper/report/landing.html",
@@ -47,6 +50,7 @@ rule paper_report_landing:
             category="0. Paper summary",
         ),
         headline="results/paper/report/headline.rst",
+        captions=[f"results/paper/report/captions/paper_{fig}.rst" for fig in PAPER_CAPTIONED],
     log:
         "logs/paper/report_landing.log",
     conda:

@@ -1,5 +1,7 @@
 """Snakemake entry point: the paper reproduction's report page (see plmscale.report_paper)."""
 
+from pathlib import Path
+
 from plmscale.report_paper import write_paper_landing
 from plmscale.snake import logged
 
@@ -9,4 +11,6 @@ with logged(snakemake.log[0]):
         snakemake.input.coefficients,
         snakemake.input.method_steps,
         snakemake.output.html,
+        facts={Path(p).stem: p for p in snakemake.input.facts},
+        captions={Path(p).stem.removeprefix("paper_"): p for p in snakemake.output.captions},
     )

@@ -41,7 +41,8 @@ def paper_study(tmp_path_factory):
         }
         path = workdir / "config.yaml"
         path.write_text(yaml.safe_dump(config))
-        snakemake(workdir, "--cores", "2", "paper_figures", config=path, timeout=1200)
+        # paper_report: every paper figure, and the report's summary page with the generated captions
+        snakemake(workdir, "--cores", "2", "paper_report", config=path, timeout=1200)
         yield workdir
     finally:
         httpd.shutdown()
@@ -67,6 +68,10 @@ def test_every_figure_and_the_coefficient_table(paper_study):
     for fig in ("ur50_vs_unimeta", "mask_ratio", "transfer", "transfer_law"):
         assert (figures / f"{fig}.png").stat().st_size > 10_000
         assert json.loads((figures / f"{fig}.json").read_text())["figure"] == fig
+    captions = paper_study / "results/paper/report/captions"
+    isoflop = (captions / "paper_isoflop.rst").read_text()
+    assert "**From the results:**" in isoflop and "- CLM: " in isoflop and "- MLM: " in isoflop
+    assert "Approach 2" in isoflop  # the law sentence of each objective's fit
     table = pl.read_csv(paper_study / "results/paper/coefficients.csv")
     for objective in ("clm", "mlm"):
         methods = set(table.filter(pl.col("objective") == objective)["method"].to_list())

@@ -18,7 +18,7 @@ import yaml
 from docutils.core import publish_parts
 from plmscale import cli
 from plmscale.report_notes import caption_rst, figure_notes, rst_escape, write_landing
-from plmscale.report_paper import markdown_table_html
+from plmscale.report_paper import markdown_table_html, paper_caption_notes, write_paper_landing
 from plmscale.report_tables import RUN_COLUMNS, fit_rows, flops_text, headline, read_runs, to_csv, to_markdown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,6 +237,53 @@ def test_landing_page_tables_and_rendered_captions(tmp_path):
     assert html.escape(f"Approach 2 not fitted: {REASON}.", quote=False) in mlm
     isoflop = _render_caption("isoflop.rst", tmp_path, objective="mlm")
     assert "Budget 1e11: no minimum (concave)." in isoflop
+
+
+def test_paper_captions_are_generated_from_the_fits_and_the_figures_facts(tmp_path):
+    """paper_report_landing writes the generated part of each paper figure's caption: per objective for a
+    figure drawn per objective (prefixed CLM:/MLM:), the figure's own facts for one drawn for both; the
+    rules/report/paper_<figure>.rst caption includes it."""
+    clm, mlm = _fit(), {**_fit(with_approach2=False), "objective": "mlm"}
+    facts = {
+        "clm_isoflop": {"extrapolated": [3e11], "notes": []},
+        "mlm_isoflop": {"notes": ["Budget 1e11: no parabola drawn"]},
+        "transfer": {"notes": ["2 transfer pairs drawn"]},
+    }
+    notes = paper_caption_notes("isoflop", [clm, mlm], facts)
+    assert notes[0] == "CLM: 3 budgets: 3e10, 1e11, 3e11 FLOPs."
+    assert "CLM: Drawn as extrapolated (outside the sampled sizes): the minimum at 3e11 FLOPs." in notes
+    assert (
+        f"MLM: Approach 2 not fitted: {REASON}." in notes
+        and notes[-1] == "MLM: Budget 1e11: no parabola drawn"
+    )
+    assert paper_caption_notes("transfer", [clm, mlm], facts) == ["2 transfer pairs drawn"]
+    assert paper_caption_notes("mask_ratio", [clm, mlm], facts) == []  # no facts, no fit sentences
+    # the I/O edge, then the caption as Snakemake renders it (Jinja, then docutils, in the workdir)
+    paths = {"fits": [], "facts": {}}
+    for fit in (clm, mlm):
+        path = tmp_path / f"{fit['objective']}.json"
+        path.write_text(json.dumps(fit))
+        paths["fits"].append(str(path))
+    for key, value in facts.items():
+        (tmp_path / f"{key}.json").write_text(json.dumps(value))
+        paths["facts"][key] = str(tmp_path / f"{key}.json")
+    (tmp_path / "c.md").write_text("| a |\n|---|\n| 1 |\n")
+    captions = {
+        fig: str(tmp_path / f"results/paper/report/captions/paper_{fig}.rst")
+        for fig in ("isoflop", "mask_ratio")
+    }
+    (tmp_path / "results/paper/report/captions").mkdir(parents=True)  # Snakemake makes the output folders
+    md = str(tmp_path / "c.md")
+    write_paper_landing(
+        paths["fits"], md, md, str(tmp_path / "l.html"), facts=paths["facts"], captions=captions
+    )
+    rendered = _render_caption("paper_isoflop.rst", tmp_path)
+    assert (
+        "IsoFLOP profiles of the authors" in rendered
+        and "CLM: 3 budgets: 3e10, 1e11, 3e11 FLOPs." in rendered
+    )
+    assert "MLM: Budget 1e11: no parabola drawn" in rendered
+    assert "From the results" not in _render_caption("paper_mask_ratio.rst", tmp_path)
 
 
 def test_rst_escape_keeps_text_literal():

@@ -136,16 +136,20 @@ NOTE_MAKERS = {
 def figure_notes(fit: Mapping[str, Any], facts: Mapping[str, Mapping[str, Any]] | None = None):
     """``{figure: [sentence, ...]}`` for one objective; the plotting code's ``<figure>.json`` facts add the
     budgets whose minimum it drew as extrapolated (``extrapolated``) and its ``notes``."""
-    out = {}
-    for figure, maker in NOTE_MAKERS.items():
-        notes = list(maker(fit))
-        drawn = (facts or {}).get(figure) or {}
-        if drawn.get("extrapolated"):
-            where = ", ".join(flops_text(float(b)) for b in drawn["extrapolated"])
-            notes.append(f"Drawn as extrapolated (outside the sampled sizes): the minimum at {where} FLOPs.")
-        notes += [str(n) for n in drawn.get("notes") or []]
-        out[figure] = notes
-    return out
+    return {
+        figure: [*maker(fit), *facts_notes((facts or {}).get(figure) or {})]
+        for figure, maker in NOTE_MAKERS.items()
+    }
+
+
+def facts_notes(drawn: Mapping[str, Any]) -> list[str]:
+    """What a figure's facts file (``<figure>.json``, :mod:`plmscale.figure_style`) adds to its caption:
+    the budgets whose minimum it drew as extrapolated, then its ``notes``."""
+    notes = []
+    if drawn.get("extrapolated"):
+        where = ", ".join(flops_text(float(b)) for b in drawn["extrapolated"])
+        notes.append(f"Drawn as extrapolated (outside the sampled sizes): the minimum at {where} FLOPs.")
+    return notes + [str(n) for n in drawn.get("notes") or []]
 
 
 def read_facts(figures_dir: Path, objective: str) -> dict[str, dict[str, Any]]:

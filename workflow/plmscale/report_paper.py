@@ -1,5 +1,6 @@
 """The paper reproduction's report page: headline laws from the published logs, the coefficient and
-method-step tables (Markdown from :mod:`plmscale.paper`, rendered as HTML) and what each figure fitted."""
+method-step tables (Markdown from :mod:`plmscale.paper`, rendered as HTML) and what each figure fitted;
+and the generated part of each paper figure's caption."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from plmscale.report_notes import STYLE, allocation_notes, headline_rst, isoflop_notes
+from plmscale.report_notes import (
+    NOTE_MAKERS,
+    STYLE,
+    allocation_notes,
+    caption_rst,
+    facts_notes,
+    headline_rst,
+    isoflop_notes,
+)
 from plmscale.report_tables import fit_rows, headline
 
 PAPER_METHODS = ("notebook_envelope", "approach1", "approach2", "approach3")
@@ -69,8 +78,35 @@ def paper_landing_html(fits: Sequence[Mapping[str, Any]], coefficients_md: str, 
     )
 
 
-def write_paper_landing(fits: Sequence[str], coefficients: str, method_steps: str, out: str) -> None:
-    """I/O edge of the ``paper_report_landing`` rule."""
+def paper_caption_notes(
+    figure: str, fits: Sequence[Mapping[str, Any]], facts: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """The notes of one paper figure's caption.  A figure drawn per objective (``facts`` keyed
+    ``<objective>_<figure>``): per objective, what its fit says about the figure (the study's captions'
+    sentences, where there are any) and what the figure drew, prefixed ``CLM:`` / ``MLM:``.  A figure of
+    both objectives (``facts`` keyed ``<figure>``): what it drew."""
+    if figure in facts:
+        return facts_notes(facts[figure])
+    notes = []
+    for fit in fits:
+        objective = str(fit.get("objective", "?"))
+        maker = NOTE_MAKERS.get(figure)
+        own = [*(maker(fit) if maker else []), *facts_notes(facts.get(f"{objective}_{figure}") or {})]
+        notes += [f"{objective.upper()}: {n}" for n in own]
+    return notes
+
+
+def write_paper_landing(
+    fits: Sequence[str],
+    coefficients: str,
+    method_steps: str,
+    out: str,
+    facts: Mapping[str, str] | None = None,
+    captions: Mapping[str, str] | None = None,
+) -> None:
+    """I/O edge of the ``paper_report_landing`` rule: the page, its headline and, for each figure in
+    ``captions`` (figure -> .rst path), the generated caption from the fits and the figures' facts files
+    (``facts``: ``<objective>_<figure>`` or ``<figure>`` -> .json path)."""
     from plmscale.atomic import write_text_atomic
 
     fit_results = [json.loads(Path(p).read_text()) for p in fits]
@@ -81,3 +117,12 @@ def write_paper_landing(fits: Sequence[str], coefficients: str, method_steps: st
         Path(out).with_name("headline.rst"),
         headline_rst(rows, "Headline from the authors' released logs (95% bootstrap intervals)"),
     )
+    drawn = {}
+    for key, path in (facts or {}).items():
+        try:
+            drawn[key] = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON ({err}); rerun the paper_plots rule") from err
+    for figure, path in (captions or {}).items():
+        notes = paper_caption_notes(figure, fit_results, drawn)
+        write_text_atomic(path, caption_rst(notes) if notes else "\n")
